@@ -1,0 +1,1 @@
+"""HTTP layer: the only package (with app.main) that imports FastAPI."""

@@ -1,0 +1,87 @@
+"""The planner API under /v1: countries and municipios."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from app import queries
+from app.api.deps import ConnDep
+from app.api.responses import GeoJSONResponse, ORJSONResponse
+
+router = APIRouter(prefix="/v1", tags=["planner API"])
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class ListFormat(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+class DetailFormat(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+@router.get("/countries", summary="The three countries with their boundary sets and unit counts")
+def list_countries(conn: ConnDep) -> ORJSONResponse:
+    """Countries, each with its boundary sets (default first) and their unit counts."""
+    items = queries.countries(conn)
+    return ORJSONResponse({"total": len(items), "limit": len(items), "offset": 0, "items": items})
+
+
+def _links(request: Request, total: int, limit: int, offset: int) -> list[dict[str, str]]:
+    links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
+    if offset + limit < total:
+        links.append({"rel": "next", "type": "application/geo+json",
+                      "href": str(request.url.include_query_params(offset=offset + limit))})
+    if offset > 0:
+        links.append({"rel": "prev", "type": "application/geo+json",
+                      "href": str(request.url.include_query_params(offset=max(0, offset - limit)))})
+    return links
+
+
+def _feature(item: dict[str, Any]) -> dict[str, Any]:
+    geometry = item.pop("geometry", None)
+    return {"type": "Feature", "id": item["pcode"], "geometry": geometry, "properties": item}
+
+
+@router.get("/municipalities", summary="Municipios, filtered and paged")
+def list_municipalities(
+    request: Request,
+    conn: ConnDep,
+    country: Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")] = None,
+    department: Annotated[str | None, Query(description="Department P-code, e.g. GT01, SV12, HN08")] = None,
+    q: Annotated[str | None, Query(description="Name search, case- and accent-insensitive", max_length=100)] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (EPSG:4326)")] = None,
+    set: Annotated[str | None, Query(description="Boundary set id; default: the current set of each country")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    format: ListFormat = ListFormat.json,
+) -> ORJSONResponse:
+    """A page of municipios; `format=geojson` gives a FeatureCollection with simplified geometries."""
+    f = queries.UnitFilter.parse(country, department, q, bbox, set)
+    geometry = "geom_simple" if format is ListFormat.geojson else None
+    total, items = queries.list_municipalities(conn, f, limit=limit, offset=offset, geometry=geometry)
+    if format is ListFormat.geojson:
+        return GeoJSONResponse({
+            "type": "FeatureCollection",
+            "numberMatched": total,
+            "numberReturned": len(items),
+            "links": _links(request, total, limit, offset),
+            "features": [_feature(i) for i in items],
+        })
+    return ORJSONResponse({"total": total, "limit": limit, "offset": offset, "items": items})
+
+
+@router.get("/municipalities/{pcode}", summary="One municipio with geometry, provenance and crosswalk")
+def get_municipality(conn: ConnDep, pcode: str, format: DetailFormat = DetailFormat.json) -> ORJSONResponse:
+    """The unit, its department, area, centroid, full geometry, provenance and (SLV) crosswalk partners."""
+    item = queries.get_municipality(conn, pcode)
+    if format is DetailFormat.geojson:
+        return GeoJSONResponse(_feature(item))
+    return ORJSONResponse(item)

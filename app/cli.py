@@ -1,0 +1,157 @@
+"""The `raices` command line: it parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.errors import RaicesError
+from app.settings import get_settings
+
+app = typer.Typer(help="Raíces: priority municipios for the root causes of migration.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: local cluster, migrations, URL.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: RaicesError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    for line in getattr(exc, "errors", [])[:20]:
+        err.print(f"  - {line}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@db_app.command("start")
+def db_start(
+    install: Annotated[bool, typer.Option(help="Install PostGIS with apt-get when missing (root or sudo)")] = True,
+) -> None:
+    """Start (or reuse) the local PostGIS cluster under .data/ unless DATABASE_URL is set."""
+    from app.cluster import Cluster, ensure_postgis, pg_bindir
+
+    settings = get_settings()
+    if settings.database_url:
+        console.print("DATABASE_URL is set: using that database, no local cluster started.")
+        return
+    try:
+        ensure_postgis(pg_bindir(), allow_install=install)
+        cluster = Cluster(settings.data_dir)
+        was_running = cluster.running()
+        cluster.start()
+    except RaicesError as exc:
+        _fail(exc)
+    state = "reused" if was_running else "started"
+    console.print(f"Local PostGIS cluster {state}: {cluster.url}", highlight=False)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the local PostGIS cluster."""
+    from app.cluster import Cluster
+
+    settings = get_settings()
+    cluster = Cluster(settings.data_dir)
+    try:
+        stopped = cluster.stop()
+    except RaicesError as exc:
+        _fail(exc)
+    console.print("Local PostGIS cluster stopped." if stopped else "No local PostGIS cluster is running.")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the migrations."""
+    from app.db import database_url, upgrade
+
+    try:
+        upgrade(database_url(get_settings()), revision)
+    except RaicesError as exc:
+        _fail(exc)
+    console.print(f"Database migrated to {revision}.")
+
+
+@db_app.command("url")
+def db_url(
+    show_password: Annotated[bool, typer.Option(help="Print the password too")] = False,
+) -> None:
+    """Print the URL of the database in use (for notebooks and tools)."""
+    from app.db import database_url
+
+    try:
+        url = database_url(get_settings())
+    except RaicesError as exc:
+        _fail(exc)
+    print(url.render_as_string(hide_password=not show_password))
+
+
+@app.command("load")
+def load(
+    source: Annotated[str, typer.Argument(help="A source id from the manifest, or 'all'")],
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Only when no boundaries are stored yet")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite even when the files are unchanged")] = False,
+) -> None:
+    """Load a source (or all bundled sources) atomically: read, clean, validate, store."""
+    from app.db import make_engine
+    from app.ingest.run import BOUNDARY_LOADERS, database_empty, load_source
+    from app.sources import load_manifest
+
+    settings = get_settings()
+    try:
+        manifest = load_manifest(settings.manifest)
+        ids = list(BOUNDARY_LOADERS) if source == "all" else [source]
+        engine = make_engine(settings)
+        if if_empty and not database_empty(engine):
+            console.print("Boundaries already loaded; nothing to do (use `raices load all --force` to reload).")
+            return
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            for sid in ids:
+                task = bar.add_task(f"{sid}: resolving files")
+                report = load_source(engine, settings, sid, force=force, sources=manifest,
+                                     progress=lambda msg, t=task, s=sid: bar.update(t, description=f"{s}: {msg}"))
+                bar.remove_task(task)
+                sets = ", ".join(f"{k} ({v['departments']} + {v['municipalities']})" for k, v in report.sets.items())
+                console.print(f"[green]{sid}[/]: {report.status} {sets} in {report.seconds:.1f}s", highlight=False)
+                for w in report.warnings:
+                    console.print(f"  [yellow]warning:[/] {w}", highlight=False)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+
+
+@app.command("sources")
+def sources() -> None:
+    """List the sources of the manifest."""
+    from app.sources import load_manifest
+
+    try:
+        manifest = load_manifest(get_settings().manifest)
+    except RaicesError as exc:
+        _fail(exc)
+    table = Table("id", "kind", "title", "licence", "files")
+    for s in manifest.values():
+        table.add_row(s.id, s.kind, s.title, s.licence[:60], str(len(s.files)))
+    console.print(table)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: RAICES_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: PORT or 8000")] = None,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
+                workers=workers, log_level=settings.log_level.lower())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""Ingest: read → clean → validate → load, one small function per step."""

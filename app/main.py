@@ -1,0 +1,51 @@
+"""The application factory: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from app import __version__
+from app.api import health, v1
+from app.api.errors import add_exception_handlers
+from app.api.responses import ORJSONResponse
+from app.db import make_engine
+from app.settings import Settings, get_settings
+
+DESCRIPTION = """
+Raíces scores the municipios of El Salvador, Guatemala and Honduras for the place-based approach of the
+U.S. Strategy for Addressing the Root Causes of Migration in Central America (2021).
+Every answer carries the provenance of its data.
+"""
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the app; the engine is made from the settings unless one is given (tests, notebooks)."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    owned = engine is None
+    engine = engine or make_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Raíces",
+        version=__version__,
+        description=DESCRIPTION,
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    add_exception_handlers(app)
+    app.include_router(health.router)
+    app.include_router(v1.router)
+    return app

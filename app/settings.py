@@ -1,0 +1,50 @@
+"""Settings from the environment (prefix RAICES_, plus DATABASE_URL and PORT)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_mirror() -> Path | None:
+    candidate = PROJECT_ROOT.parent / "shared" / "geodata"
+    return candidate if candidate.is_dir() else None
+
+
+class Settings(BaseSettings):
+    """Service settings; every field can be set by an environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="RAICES_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "RAICES_DATABASE_URL")
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "RAICES_PORT"))
+    data_dir: Path = PROJECT_ROOT / ".data"
+    data_mirror: Path | None = Field(default_factory=_default_mirror)
+    data_cache: Path = PROJECT_ROOT / ".data" / "cache"
+    manifest: Path = PROJECT_ROOT / "geodata" / "sources.toml"
+    allow_download: bool = True
+    download_timeout: float = 30.0
+    db_connect_timeout: int = 3
+    db_statement_timeout_ms: int = 30_000
+    log_level: str = "INFO"
+    max_limit: int = 1000
+    default_limit: int = 100
+
+    @field_validator("data_mirror", mode="before")
+    @classmethod
+    def _empty_mirror_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
