@@ -33,6 +33,8 @@ class UnitFilter:
             iso3 = country.strip().upper()
             if iso3 not in COUNTRIES:
                 raise InvalidParameter(f"country must be one of {', '.join(COUNTRIES)} (ISO3), got '{country}'.")
+        if q and q.strip() and not name_key(q):
+            raise InvalidParameter("q must contain at least one letter or digit.")
         return cls(iso3, department.strip().upper() if department else None,
                    q.strip() if q and q.strip() else None, parse_bbox(bbox) if bbox else None,
                    set_id.strip() if set_id else None)

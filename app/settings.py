@@ -19,7 +19,9 @@ def _default_mirror() -> Path | None:
 class Settings(BaseSettings):
     """Service settings; every field can be set by an environment variable."""
 
-    model_config = SettingsConfigDict(env_prefix="RAICES_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RAICES_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "RAICES_DATABASE_URL")

@@ -77,7 +77,7 @@ def _unchanged(conn: Connection, prepared: Prepared) -> bool:
     for source, _ in prepared.used:
         stored = dict(conn.execute(
             text("SELECT name, sha256 FROM source_files WHERE source_id = :s"), {"s": source.id}
-        ).tuples().all())
+        ).all())
         if stored != {f.name: f.sha256 for f in source.files}:
             return False
     for ps in prepared.sets:

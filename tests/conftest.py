@@ -1,0 +1,156 @@
+"""Test fixtures: a throwaway PostGIS cluster, migrated and loaded templates, an API client.
+
+Every test database is cloned from a template (CREATE DATABASE … TEMPLATE), so a test that writes
+gets its own copy and the real migrations and loaders run once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from app.cluster import Cluster, ensure_postgis, pg_bindir
+from app.db import make_engine, upgrade
+from app.ingest.run import load_all
+from app.main import create_app
+from app.settings import Settings
+
+
+class PG:
+    """A throwaway cluster and the databases made in it."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.port = cluster.port
+
+    def url(self, db: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            tpl = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{tpl}')
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PG]:
+    """A PostGIS cluster in a temporary folder, destroyed at the end of the session."""
+    ensure_postgis(pg_bindir(), allow_install=True)
+    root = Path(tempfile.mkdtemp(prefix="raices-test-"))
+    root.chmod(0o755)  # the postgres user must reach the data folder when we run as root
+    cluster = Cluster(root / "cluster", dbname="postgres")
+    try:
+        cluster.start()
+        yield PG(cluster)
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def make_settings(url: str | None, cache: Path, **kw: object) -> Settings:
+    """Settings for tests: the given database, a private cache, no downloads."""
+    return Settings(database_url=url, data_cache=cache, allow_download=False, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg: PG) -> str:
+    """A database with the real migrations applied and nothing loaded."""
+    url = pg.create("tpl_migrated")
+    upgrade(url)
+    return "tpl_migrated"
+
+
+@pytest.fixture(scope="session")
+def loaded_template(pg: PG, migrated_template: str, cache_dir: Path) -> str:
+    """A migrated database with every bundled boundary source loaded from the mirror."""
+    url = pg.create("tpl_loaded", template=migrated_template)
+    engine = make_engine(make_settings(url, cache_dir), url)
+    load_all(engine, make_settings(url, cache_dir))
+    engine.dispose()
+    return "tpl_loaded"
+
+
+@pytest.fixture(scope="session")
+def loaded_url(pg: PG, loaded_template: str) -> str:
+    """A loaded database shared by read-only tests."""
+    return pg.create("shared_loaded", template=loaded_template)
+
+
+@pytest.fixture(scope="session")
+def settings(loaded_url: str, cache_dir: Path) -> Settings:
+    return make_settings(loaded_url, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings, loaded_url: str) -> Iterator[Engine]:
+    eng = make_engine(settings, loaded_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, engine)) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh(pg: PG, loaded_template: str, cache_dir: Path) -> Iterator[tuple[Engine, Settings]]:
+    """A private copy of the loaded database, for tests that write."""
+    name = f"t_{uuid4().hex[:10]}"
+    url = pg.create(name, template=loaded_template)
+    s = make_settings(url, cache_dir)
+    eng = make_engine(s, url)
+    yield eng, s
+    eng.dispose()
+    pg.drop(name)
+
+
+@pytest.fixture
+def empty(pg: PG, migrated_template: str, cache_dir: Path) -> Iterator[tuple[Engine, Settings]]:
+    """A private migrated, empty database."""
+    name = f"e_{uuid4().hex[:10]}"
+    url = pg.create(name, template=migrated_template)
+    s = make_settings(url, cache_dir)
+    eng = make_engine(s, url)
+    yield eng, s
+    eng.dispose()
+    pg.drop(name)
+
+
+def snapshot(engine: Engine) -> dict[str, object]:
+    """Everything stored, as comparable values (loaded_at excluded where a reload may touch it)."""
+    with engine.connect() as conn:
+        return {
+            "units": conn.execute(text(
+                "SELECT id, boundary_set_id, pcode, national_code, name, parent_pcode, area_km2, "
+                "md5(ST_AsBinary(geom)) FROM admin_units ORDER BY id")).all(),
+            "sets": conn.execute(text(
+                "SELECT id, is_default, provenance::text, loaded_at FROM boundary_sets ORDER BY id")).all(),
+            "crosswalk": conn.execute(text("SELECT * FROM crosswalk ORDER BY 1, 2, 3, 4")).all(),
+            "files": conn.execute(text("SELECT source_id, name, sha256 FROM source_files ORDER BY 1, 2")).all(),
+        }
+
+
+os.environ.setdefault("RAICES_ALLOW_DOWNLOAD", "false")
