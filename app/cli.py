@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from app.errors import RaicesError
@@ -28,7 +28,9 @@ def _fail(exc: RaicesError) -> None:
 
 @db_app.command("start")
 def db_start(
-    install: Annotated[bool, typer.Option(help="Install PostGIS with apt-get when missing (root or sudo)")] = True,
+    install: Annotated[
+        bool, typer.Option(help="Install PostGIS with apt-get when missing (root or sudo)")
+    ] = True,
 ) -> None:
     """Start (or reuse) the local PostGIS cluster under .data/ unless DATABASE_URL is set."""
     from app.cluster import Cluster, ensure_postgis, pg_bindir
@@ -91,12 +93,15 @@ def db_url(
 @app.command("load")
 def load(
     source: Annotated[str, typer.Argument(help="A source id from the manifest, or 'all'")],
-    if_empty: Annotated[bool, typer.Option("--if-empty", help="Only when no boundaries are stored yet")] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Only when no boundaries are stored yet")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when the files are unchanged")] = False,
 ) -> None:
     """Load a source (or all bundled sources) atomically: read, clean, validate, store."""
     from app.db import make_engine
-    from app.ingest.run import BOUNDARY_LOADERS, database_empty, load_source
+    from app.ingest.boundaries import BOUNDARY_LOADERS
+    from app.ingest.run import database_empty, load_source
     from app.sources import load_manifest
 
     settings = get_settings()
@@ -105,17 +110,31 @@ def load(
         ids = list(BOUNDARY_LOADERS) if source == "all" else [source]
         engine = make_engine(settings)
         if if_empty and not database_empty(engine):
-            console.print("Boundaries already loaded; nothing to do (use `raices load all --force` to reload).")
+            console.print(
+                "Boundaries already loaded; nothing to do (use `raices load all --force` to reload)."
+            )
             return
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             for sid in ids:
                 task = bar.add_task(f"{sid}: resolving files")
-                report = load_source(engine, settings, sid, force=force, sources=manifest,
-                                     progress=lambda msg, t=task, s=sid: bar.update(t, description=f"{s}: {msg}"))
+
+                def step(msg: str, t: TaskID = task, s: str = sid) -> None:
+                    bar.update(t, description=f"{s}: {msg}")
+
+                report = load_source(engine, settings, sid, force=force, sources=manifest, progress=step)
                 bar.remove_task(task)
-                sets = ", ".join(f"{k} ({v['departments']} + {v['municipalities']})" for k, v in report.sets.items())
-                console.print(f"[green]{sid}[/]: {report.status} {sets} in {report.seconds:.1f}s", highlight=False)
+                sets = ", ".join(
+                    f"{k} ({v['departments']} + {v['municipalities']})" for k, v in report.sets.items()
+                )
+                console.print(
+                    f"[green]{sid}[/]: {report.status} {sets} in {report.seconds:.1f}s", highlight=False
+                )
                 for w in report.warnings:
                     console.print(f"  [yellow]warning:[/] {w}", highlight=False)
         engine.dispose()
@@ -148,8 +167,14 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-                workers=workers, log_level=settings.log_level.lower())
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
 
 
 def main() -> None:

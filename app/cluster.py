@@ -65,7 +65,10 @@ def ensure_postgis(bindir: Path, allow_install: bool = True) -> None:
     if allow_install and shutil.which("apt-get"):
         if _is_root():
             prefix = []
-        elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        elif (
+            shutil.which("sudo")
+            and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+        ):
             prefix = ["sudo", "-n"]
     if prefix is None:
         raise ClusterError(

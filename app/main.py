@@ -26,7 +26,9 @@ Every answer carries the provenance of its data.
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the app; the engine is made from the settings unless one is given (tests, notebooks)."""
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     owned = engine is None
     engine = engine or make_engine(settings)
 

@@ -63,9 +63,7 @@ admin_units = Table(
     "admin_units",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column(
-        "boundary_set_id", Text, ForeignKey("boundary_sets.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("boundary_set_id", Text, ForeignKey("boundary_sets.id", ondelete="CASCADE"), nullable=False),
     Column("level", SmallInteger, nullable=False),
     Column("pcode", Text, nullable=False),
     Column("national_code", Text, nullable=False),

@@ -25,19 +25,26 @@ class UnitFilter:
     set: str | None = None
 
     @classmethod
-    def parse(cls, country: str | None, department: str | None, q: str | None, bbox: str | None,
-              set_id: str | None) -> UnitFilter:
+    def parse(
+        cls, country: str | None, department: str | None, q: str | None, bbox: str | None, set_id: str | None
+    ) -> UnitFilter:
         """Validate raw query values; raise InvalidParameter with what to fix."""
         iso3 = None
         if country:
             iso3 = country.strip().upper()
             if iso3 not in COUNTRIES:
-                raise InvalidParameter(f"country must be one of {', '.join(COUNTRIES)} (ISO3), got '{country}'.")
+                raise InvalidParameter(
+                    f"country must be one of {', '.join(COUNTRIES)} (ISO3), got '{country}'."
+                )
         if q and q.strip() and not name_key(q):
             raise InvalidParameter("q must contain at least one letter or digit.")
-        return cls(iso3, department.strip().upper() if department else None,
-                   q.strip() if q and q.strip() else None, parse_bbox(bbox) if bbox else None,
-                   set_id.strip() if set_id else None)
+        return cls(
+            iso3,
+            department.strip().upper() if department else None,
+            q.strip() if q and q.strip() else None,
+            parse_bbox(bbox) if bbox else None,
+            set_id.strip() if set_id else None,
+        )
 
 
 def parse_bbox(raw: str) -> tuple[float, float, float, float]:
@@ -48,7 +55,9 @@ def parse_bbox(raw: str) -> tuple[float, float, float, float]:
     try:
         minx, miny, maxx, maxy = (float(p) for p in parts)
     except ValueError:
-        raise InvalidParameter("bbox must be four comma-separated numbers: minLon,minLat,maxLon,maxLat.") from None
+        raise InvalidParameter(
+            "bbox must be four comma-separated numbers: minLon,minLat,maxLon,maxLat."
+        ) from None
     values = (minx, miny, maxx, maxy)
     if any(v != v or v in (float("inf"), float("-inf")) for v in values):
         raise InvalidParameter("bbox values must be finite numbers.")
@@ -115,8 +124,11 @@ def _item(row: Any) -> dict[str, Any]:
         "country": row.country,
         "level": row.level,
         "boundary_set": row.boundary_set_id,
-        "department": {"pcode": row.parent_pcode, "name": row.department_name,
-                       "national_code": row.department_national_code},
+        "department": {
+            "pcode": row.parent_pcode,
+            "name": row.department_name,
+            "national_code": row.department_national_code,
+        },
         "area_km2": round(row.area_km2, 3),
         "centroid": [round(row.lon, 5), round(row.lat, 5)],
     }
@@ -132,8 +144,10 @@ def list_municipalities(
     if geometry in ("geom", "geom_simple"):
         geom_sql = f", ST_AsGeoJSON(u.{geometry}, 6) AS geojson"
     rows = conn.execute(
-        text(f"SELECT {_UNIT_COLUMNS}{geom_sql} {_UNIT_FROM} WHERE {where} "
-             "ORDER BY u.country, u.pcode LIMIT :limit OFFSET :offset"),
+        text(
+            f"SELECT {_UNIT_COLUMNS}{geom_sql} {_UNIT_FROM} WHERE {where} "
+            "ORDER BY u.country, u.pcode LIMIT :limit OFFSET :offset"
+        ),
         {**params, "limit": limit, "offset": offset},
     ).all()
     items = []
@@ -148,16 +162,22 @@ def list_municipalities(
 def get_municipality(conn: Connection, pcode: str) -> dict[str, Any]:
     """One municipio (or distrito) with geometry, provenance and crosswalk partners."""
     row = conn.execute(
-        text(f"SELECT {_UNIT_COLUMNS}, ST_AsGeoJSON(u.geom, 6) AS geojson, u.source_id, bs.title AS set_title, "
-             f"bs.pcode_convention, bs.is_default, bs.provenance, bs.loaded_at "
-             f"{_UNIT_FROM} WHERE u.level = 2 AND u.pcode = :pcode"),
+        text(
+            f"SELECT {_UNIT_COLUMNS}, ST_AsGeoJSON(u.geom, 6) AS geojson, u.source_id, bs.title AS set_title, "
+            f"bs.pcode_convention, bs.is_default, bs.provenance, bs.loaded_at "
+            f"{_UNIT_FROM} WHERE u.level = 2 AND u.pcode = :pcode"
+        ),
         {"pcode": pcode.strip().upper()},
     ).first()
     if row is None:
         raise NotFound(f"No municipio with P-code '{pcode}'. List them at /v1/municipalities.")
     item = _item(row)
-    item["boundary_set"] = {"id": row.boundary_set_id, "title": row.set_title,
-                            "pcode_convention": row.pcode_convention, "is_default": row.is_default}
+    item["boundary_set"] = {
+        "id": row.boundary_set_id,
+        "title": row.set_title,
+        "pcode_convention": row.pcode_convention,
+        "is_default": row.is_default,
+    }
     item["geometry"] = orjson.loads(row.geojson)
     item["provenance"] = {
         "source": _source(conn, row.source_id),
@@ -169,17 +189,22 @@ def get_municipality(conn: Connection, pcode: str) -> dict[str, Any]:
 
 
 def _source(conn: Connection, source_id: str) -> dict[str, Any]:
-    row = conn.execute(
-        text("SELECT id, title, publisher, homepage, licence, citation FROM sources WHERE id = :id"),
-        {"id": source_id},
-    ).mappings().one()
+    row = (
+        conn.execute(
+            text("SELECT id, title, publisher, homepage, licence, citation FROM sources WHERE id = :id"),
+            {"id": source_id},
+        )
+        .mappings()
+        .one()
+    )
     return dict(row)
 
 
 def crosswalk_partners(conn: Connection, set_id: str, pcode: str) -> list[dict[str, Any]]:
     """Units of other sets that overlap this one, with the shares of area each way."""
-    rows = conn.execute(
-        text("""
+    rows = (
+        conn.execute(
+            text("""
             SELECT x.to_set AS set, x.to_pcode AS pcode, o.name, x.share_of_from AS share_of_this,
                    x.share_of_to AS share_of_other
             FROM crosswalk x JOIN admin_units o ON o.boundary_set_id = x.to_set AND o.pcode = x.to_pcode
@@ -190,30 +215,43 @@ def crosswalk_partners(conn: Connection, set_id: str, pcode: str) -> list[dict[s
             WHERE x.to_set = :set AND x.to_pcode = :pcode
             ORDER BY 2
         """),
-        {"set": set_id, "pcode": pcode},
-    ).mappings().all()
-    return [{**r, "share_of_this": round(r["share_of_this"], 6), "share_of_other": round(r["share_of_other"], 6)}
-            for r in rows]
+            {"set": set_id, "pcode": pcode},
+        )
+        .mappings()
+        .all()
+    )
+    return [
+        {**r, "share_of_this": round(r["share_of_this"], 6), "share_of_other": round(r["share_of_other"], 6)}
+        for r in rows
+    ]
 
 
 def countries(conn: Connection) -> list[dict[str, Any]]:
     """The three countries with their boundary sets and unit counts."""
-    rows = conn.execute(text("""
+    rows = conn.execute(
+        text("""
         SELECT bs.country, bs.id, bs.title, bs.is_default, bs.loaded_at,
                count(*) FILTER (WHERE u.level = 1) AS departments,
                count(*) FILTER (WHERE u.level = 2) AS municipalities
         FROM boundary_sets bs LEFT JOIN admin_units u ON u.boundary_set_id = bs.id
         GROUP BY bs.id ORDER BY bs.country, bs.is_default DESC, bs.id
-    """)).all()
+    """)
+    ).all()
     out: dict[str, dict[str, Any]] = {
         iso: {"iso3": iso, "name": name, "boundary_sets": []} for iso, name in COUNTRIES.items()
     }
     for r in rows:
         out.setdefault(r.country, {"iso3": r.country, "name": r.country, "boundary_sets": []})
-        out[r.country]["boundary_sets"].append({
-            "id": r.id, "title": r.title, "is_default": r.is_default, "departments": r.departments,
-            "municipalities": r.municipalities, "loaded_at": r.loaded_at.isoformat(),
-        })
+        out[r.country]["boundary_sets"].append(
+            {
+                "id": r.id,
+                "title": r.title,
+                "is_default": r.is_default,
+                "departments": r.departments,
+                "municipalities": r.municipalities,
+                "loaded_at": r.loaded_at.isoformat(),
+            }
+        )
     return list(out.values())
 
 

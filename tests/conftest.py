@@ -36,15 +36,17 @@ class PG:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
 
     def create(self, name: str, template: str | None = None) -> str:
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             tpl = f' TEMPLATE "{template}"' if template else ""
             conn.execute(f'CREATE DATABASE "{name}"{tpl}')
         return self.url(name)
 
     def drop(self, name: str) -> None:
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -143,13 +145,19 @@ def snapshot(engine: Engine) -> dict[str, object]:
     """Everything stored, as comparable values (loaded_at excluded where a reload may touch it)."""
     with engine.connect() as conn:
         return {
-            "units": conn.execute(text(
-                "SELECT id, boundary_set_id, pcode, national_code, name, parent_pcode, area_km2, "
-                "md5(ST_AsBinary(geom)) FROM admin_units ORDER BY id")).all(),
-            "sets": conn.execute(text(
-                "SELECT id, is_default, provenance::text, loaded_at FROM boundary_sets ORDER BY id")).all(),
+            "units": conn.execute(
+                text(
+                    "SELECT id, boundary_set_id, pcode, national_code, name, parent_pcode, area_km2, "
+                    "md5(ST_AsBinary(geom)) FROM admin_units ORDER BY id"
+                )
+            ).all(),
+            "sets": conn.execute(
+                text("SELECT id, is_default, provenance::text, loaded_at FROM boundary_sets ORDER BY id")
+            ).all(),
             "crosswalk": conn.execute(text("SELECT * FROM crosswalk ORDER BY 1, 2, 3, 4")).all(),
-            "files": conn.execute(text("SELECT source_id, name, sha256 FROM source_files ORDER BY 1, 2")).all(),
+            "files": conn.execute(
+                text("SELECT source_id, name, sha256 FROM source_files ORDER BY 1, 2")
+            ).all(),
         }
 
 

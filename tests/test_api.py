@@ -28,7 +28,9 @@ def test_health(client: TestClient) -> None:
 
 
 def test_health_503_when_database_unreachable(settings: Settings) -> None:
-    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none", connect_args={"connect_timeout": 1})
+    engine = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:9/none", connect_args={"connect_timeout": 1}
+    )
     with TestClient(create_app(settings, engine)) as c:
         r = c.get("/health")
         assert r.status_code == 503
@@ -52,16 +54,19 @@ def test_countries(client: TestClient) -> None:
     assert by_iso["HND"]["boundary_sets"][0]["departments"] == 18
 
 
-@pytest.mark.parametrize(("params", "total"), [
-    ({}, 340 + 44 + 298),
-    ({"country": "GTM"}, 340),
-    ({"country": "slv"}, 44),
-    ({"country": "HND"}, 298),
-    ({"set": "slv-2021-distritos"}, 262),
-    ({"department": "GT01"}, 17),
-    ({"department": "SV01"}, 3),
-    ({"country": "SLV", "set": "slv-2021-distritos", "department": "SV01"}, 12),
-])
+@pytest.mark.parametrize(
+    ("params", "total"),
+    [
+        ({}, 340 + 44 + 298),
+        ({"country": "GTM"}, 340),
+        ({"country": "slv"}, 44),
+        ({"country": "HND"}, 298),
+        ({"set": "slv-2021-distritos"}, 262),
+        ({"department": "GT01"}, 17),
+        ({"department": "SV01"}, 3),
+        ({"country": "SLV", "set": "slv-2021-distritos", "department": "SV01"}, 12),
+    ],
+)
 def test_municipality_filters(client: TestClient, params: dict[str, str], total: int) -> None:
     assert _get(client, "/v1/municipalities", **params)["total"] == total
 
@@ -143,22 +148,25 @@ def test_geojson_detail(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["type"] == "Feature" and r.json()["id"] == "HN0101"
 
 
-@pytest.mark.parametrize(("path", "params", "status", "phrase"), [
-    ("/v1/municipalities/GT9999", {}, 404, "No municipio with P-code 'GT9999'"),
-    ("/v1/municipalities", {"bbox": "1,2,3"}, 400, "bbox must be four"),
-    ("/v1/municipalities", {"bbox": "a,b,c,d"}, 400, "bbox must be four"),
-    ("/v1/municipalities", {"bbox": "10,10,0,0"}, 400, "minimum must not exceed"),
-    ("/v1/municipalities", {"bbox": "0,0,200,10"}, 400, "degrees"),
-    ("/v1/municipalities", {"bbox": "nan,0,1,1"}, 400, "finite"),
-    ("/v1/municipalities", {"limit": "0"}, 422, "limit"),
-    ("/v1/municipalities", {"limit": "100000"}, 422, "limit"),
-    ("/v1/municipalities", {"limit": "ten"}, 422, "limit"),
-    ("/v1/municipalities", {"offset": "-1"}, 422, "offset"),
-    ("/v1/municipalities", {"country": "MEX"}, 400, "country must be one of GTM, SLV, HND"),
-    ("/v1/municipalities", {"set": "nope"}, 400, "Unknown boundary set 'nope'"),
-    ("/v1/municipalities", {"format": "kml"}, 422, "format"),
-    ("/nowhere", {}, 404, "Not Found"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "status", "phrase"),
+    [
+        ("/v1/municipalities/GT9999", {}, 404, "No municipio with P-code 'GT9999'"),
+        ("/v1/municipalities", {"bbox": "1,2,3"}, 400, "bbox must be four"),
+        ("/v1/municipalities", {"bbox": "a,b,c,d"}, 400, "bbox must be four"),
+        ("/v1/municipalities", {"bbox": "10,10,0,0"}, 400, "minimum must not exceed"),
+        ("/v1/municipalities", {"bbox": "0,0,200,10"}, 400, "degrees"),
+        ("/v1/municipalities", {"bbox": "nan,0,1,1"}, 400, "finite"),
+        ("/v1/municipalities", {"limit": "0"}, 422, "limit"),
+        ("/v1/municipalities", {"limit": "100000"}, 422, "limit"),
+        ("/v1/municipalities", {"limit": "ten"}, 422, "limit"),
+        ("/v1/municipalities", {"offset": "-1"}, 422, "offset"),
+        ("/v1/municipalities", {"country": "MEX"}, 400, "country must be one of GTM, SLV, HND"),
+        ("/v1/municipalities", {"set": "nope"}, 400, "Unknown boundary set 'nope'"),
+        ("/v1/municipalities", {"format": "kml"}, 422, "format"),
+        ("/nowhere", {}, 404, "Not Found"),
+    ],
+)
 def test_bad_inputs(client: TestClient, path: str, params: dict[str, str], status: int, phrase: str) -> None:
     r = client.get(path, params=params)
     assert r.status_code == status, r.text
@@ -178,4 +186,6 @@ def test_sql_in_parameters_is_harmless(client: TestClient, engine: Any) -> None:
 def test_openapi_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    assert {"/health", "/v1/countries", "/v1/municipalities", "/v1/municipalities/{pcode}"} <= set(spec["paths"])
+    assert {"/health", "/v1/countries", "/v1/municipalities", "/v1/municipalities/{pcode}"} <= set(
+        spec["paths"]
+    )

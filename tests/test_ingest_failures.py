@@ -41,8 +41,9 @@ def _copy_source(settings: Settings, source_id: str, target: Path, mutate: dict[
     return replace(source, files=tuple(files))
 
 
-def _private(settings: Settings, tmp_path: Path, source_id: str, mutate: dict[str, bytes | None]) -> tuple[
-        Settings, dict[str, Source]]:
+def _private(
+    settings: Settings, tmp_path: Path, source_id: str, mutate: dict[str, bytes | None]
+) -> tuple[Settings, dict[str, Source]]:
     """Settings whose mirror holds all real sources, and one of them altered."""
     sources = load_manifest(settings.manifest)
     mirror = tmp_path / "mirror"
@@ -55,7 +56,9 @@ def _private(settings: Settings, tmp_path: Path, source_id: str, mutate: dict[st
 def test_malformed_geojson(fresh: Fresh, tmp_path: Path) -> None:
     engine, settings = fresh
     before = snapshot(engine)
-    s, sources = _private(settings, tmp_path, "hnd-a2sit", {"HND.geojson": b'{"type": "FeatureCollection", "feat'})
+    s, sources = _private(
+        settings, tmp_path, "hnd-a2sit", {"HND.geojson": b'{"type": "FeatureCollection", "feat'}
+    )
     with pytest.raises(DataError, match=r"Source 'hnd-a2sit', file 'HND\.geojson' cannot be read"):
         load_source(engine, s, "hnd-a2sit", sources=sources, force=True)
     assert snapshot(engine) == before
@@ -75,7 +78,7 @@ def test_read_vector_refuses_a_file_with_no_crs(tmp_path: Path, settings: Settin
     src = settings.data_mirror / "boundaries" / "slv-codab-2021"
     for ext in ("shp", "shx", "dbf"):
         shutil.copyfile(src / f"slv_admbnda_adm1_gadm_20210204.{ext}", tmp_path / f"adm1.{ext}")
-    with pytest.raises(DataError, match="is its .prj missing"):
+    with pytest.raises(DataError, match=r"is its \.prj missing"):
         read_vector(tmp_path / "adm1.shp", source_id="user")
 
 
@@ -147,8 +150,10 @@ def test_load_into_empty_database(empty: Fresh) -> None:
     engine, settings = empty
     report = load_source(engine, settings, "slv-2024-reform")  # loads with slv-codab-2021
     assert report.status == "loaded"
-    assert report.sets == {"slv-2021-distritos": {"departments": 14, "municipalities": 262},
-                           "slv-2024-municipios": {"departments": 14, "municipalities": 44}}
+    assert report.sets == {
+        "slv-2021-distritos": {"departments": 14, "municipalities": 262},
+        "slv-2024-municipios": {"departments": 14, "municipalities": 44},
+    }
     assert report.crosswalk_rows == 262
 
 
@@ -156,7 +161,7 @@ def test_cli_unknown_source_is_a_message_not_a_trace(fresh: Fresh, monkeypatch: 
     from app import cli
     from app.settings import get_settings
 
-    engine, settings = fresh
+    engine, _settings = fresh
     monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
     get_settings.cache_clear()
     try:
@@ -165,16 +170,20 @@ def test_cli_unknown_source_is_a_message_not_a_trace(fresh: Fresh, monkeypatch: 
         assert "Unknown source 'nope'" in result.output
         assert "Traceback" not in result.output
         url = CliRunner().invoke(cli.app, ["db", "url"])
-        assert url.exit_code == 0 and url.output.strip().startswith("postgresql+psycopg://postgres@127.0.0.1:")
+        assert url.exit_code == 0 and url.output.strip().startswith(
+            "postgresql+psycopg://postgres@127.0.0.1:"
+        )
     finally:
         get_settings.cache_clear()
 
 
 def test_source_file_dataclass_ignores_unknown_manifest_fields(tmp_path: Path) -> None:
     manifest = tmp_path / "m.toml"
-    manifest.write_text('[[source]]\nid = "x"\nkind = "reference"\ntitle = "t"\npublisher = "p"\n'
-                        'licence = "l"\ncitation = "c"\nmirror_dir = "x"\nfuture_field = 1\n'
-                        '[[source.files]]\nname = "a.csv"\nsha256 = "00"\nderived = "note"\n')
+    manifest.write_text(
+        '[[source]]\nid = "x"\nkind = "reference"\ntitle = "t"\npublisher = "p"\n'
+        'licence = "l"\ncitation = "c"\nmirror_dir = "x"\nfuture_field = 1\n'
+        '[[source.files]]\nname = "a.csv"\nsha256 = "00"\nderived = "note"\n'
+    )
     from app.sources import load_manifest as lm
 
     src = lm(manifest)["x"]

@@ -19,13 +19,23 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert conn.execute(text("SELECT extname FROM pg_extension WHERE extname = 'postgis'")).scalar()
         tables = set(inspect(conn).get_table_names())
         assert {"sources", "source_files", "boundary_sets", "admin_units", "crosswalk"} <= tables
-        gist = conn.execute(text(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'admin_units' AND indexdef ILIKE '%USING gist%'"
-        )).scalars().all()
+        gist = (
+            conn.execute(
+                text(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'admin_units' AND indexdef ILIKE '%USING gist%'"
+                )
+            )
+            .scalars()
+            .all()
+        )
         assert set(gist) == {"ix_admin_units_geom", "ix_admin_units_geom_simple"}
-        geom_types = dict(conn.execute(text(
-            "SELECT f_geometry_column, type || ':' || srid FROM geometry_columns WHERE f_table_name = 'admin_units'"
-        )).all())
+        geom_types = dict(
+            conn.execute(
+                text(
+                    "SELECT f_geometry_column, type || ':' || srid FROM geometry_columns WHERE f_table_name = 'admin_units'"
+                )
+            ).all()
+        )
         assert geom_types == {"geom": "MULTIPOLYGON:4326", "geom_simple": "MULTIPOLYGON:4326"}
     upgrade(url)  # a second upgrade is a no-op
     with engine.connect() as conn:

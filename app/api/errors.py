@@ -38,21 +38,26 @@ async def _validation(_: Request, exc: Exception) -> ORJSONResponse:
 async def _http(_: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-    return ORJSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code,
-                          headers=getattr(exc, "headers", None))
+    return ORJSONResponse(
+        _body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
 
 
 async def _database(_: Request, exc: Exception) -> ORJSONResponse:
     log.warning("database unavailable: %s", exc.__class__.__name__)
-    return ORJSONResponse(_body("ServiceUnavailable", "The database is unavailable; try again shortly."),
-                          status_code=503, headers={"Retry-After": "5"})
+    return ORJSONResponse(
+        _body("ServiceUnavailable", "The database is unavailable; try again shortly."),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
     ref = uuid.uuid4().hex[:12]
     log.exception("unhandled error %s", ref, exc_info=exc)
-    return ORJSONResponse(_body("InternalError", f"Internal error (reference {ref}); it has been logged."),
-                          status_code=500)
+    return ORJSONResponse(
+        _body("InternalError", f"Internal error (reference {ref}); it has been logged."), status_code=500
+    )
 
 
 def add_exception_handlers(app: FastAPI) -> None:

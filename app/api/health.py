@@ -25,6 +25,7 @@ def health(request: Request) -> ORJSONResponse:
     except SQLAlchemyError as exc:
         log.warning("health: database unreachable (%s)", exc.__class__.__name__)
         return ORJSONResponse(
-            {"status": "unavailable", "version": __version__, "database": {"reachable": False}}, status_code=503
+            {"status": "unavailable", "version": __version__, "database": {"reachable": False}},
+            status_code=503,
         )
     return ORJSONResponse({"status": "ok", "version": __version__, "database": db})

@@ -37,11 +37,21 @@ def list_countries(conn: ConnDep) -> ORJSONResponse:
 def _links(request: Request, total: int, limit: int, offset: int) -> list[dict[str, str]]:
     links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
     if offset + limit < total:
-        links.append({"rel": "next", "type": "application/geo+json",
-                      "href": str(request.url.include_query_params(offset=offset + limit))})
+        links.append(
+            {
+                "rel": "next",
+                "type": "application/geo+json",
+                "href": str(request.url.include_query_params(offset=offset + limit)),
+            }
+        )
     if offset > 0:
-        links.append({"rel": "prev", "type": "application/geo+json",
-                      "href": str(request.url.include_query_params(offset=max(0, offset - limit)))})
+        links.append(
+            {
+                "rel": "prev",
+                "type": "application/geo+json",
+                "href": str(request.url.include_query_params(offset=max(0, offset - limit))),
+            }
+        )
     return links
 
 
@@ -56,9 +66,13 @@ def list_municipalities(
     conn: ConnDep,
     country: Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")] = None,
     department: Annotated[str | None, Query(description="Department P-code, e.g. GT01, SV12, HN08")] = None,
-    q: Annotated[str | None, Query(description="Name search, case- and accent-insensitive", max_length=100)] = None,
+    q: Annotated[
+        str | None, Query(description="Name search, case- and accent-insensitive", max_length=100)
+    ] = None,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat (EPSG:4326)")] = None,
-    set: Annotated[str | None, Query(description="Boundary set id; default: the current set of each country")] = None,
+    set: Annotated[
+        str | None, Query(description="Boundary set id; default: the current set of each country")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0)] = 0,
     format: ListFormat = ListFormat.json,
@@ -68,13 +82,15 @@ def list_municipalities(
     geometry = "geom_simple" if format is ListFormat.geojson else None
     total, items = queries.list_municipalities(conn, f, limit=limit, offset=offset, geometry=geometry)
     if format is ListFormat.geojson:
-        return GeoJSONResponse({
-            "type": "FeatureCollection",
-            "numberMatched": total,
-            "numberReturned": len(items),
-            "links": _links(request, total, limit, offset),
-            "features": [_feature(i) for i in items],
-        })
+        return GeoJSONResponse(
+            {
+                "type": "FeatureCollection",
+                "numberMatched": total,
+                "numberReturned": len(items),
+                "links": _links(request, total, limit, offset),
+                "features": [_feature(i) for i in items],
+            }
+        )
     return ORJSONResponse({"total": total, "limit": limit, "offset": offset, "items": items})
 
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -111,7 +112,7 @@ SLV_REFORM_ALIASES = {
 
 
 def _csv(paths: dict[str, Path], name: str, **kw: object) -> pd.DataFrame:
-    return pd.read_csv(paths[name], dtype=str, keep_default_na=False, **kw)  # type: ignore[call-overload,no-any-return]
+    return pd.read_csv(paths[name], dtype=str, keep_default_na=False, **kw)
 
 
 # --- Guatemala -----------------------------------------------------------------------------------
@@ -120,12 +121,16 @@ def _csv(paths: dict[str, Path], name: str, **kw: object) -> pd.DataFrame:
 def read_gtm(source: Source, paths: dict[str, Path]) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """The MINFIN municipio and department layers (TopoJSON has no CRS member: it is lon/lat WGS84)."""
     munis_file, deptos_file = source.file("municipios"), source.file("departamentos")
-    munis = read_vector(paths[munis_file.name], source_id=source.id, layer=munis_file.layer, assume_crs="EPSG:4326")
+    munis = read_vector(
+        paths[munis_file.name], source_id=source.id, layer=munis_file.layer, assume_crs="EPSG:4326"
+    )
     deptos = read_vector(
         paths[deptos_file.name], source_id=source.id, layer=deptos_file.layer, assume_crs="EPSG:4326"
     )
-    for frame, needed, name in ((munis, {"id", "Municipio", "id_depto"}, munis_file.name),
-                                (deptos, {"id", "Departamento"}, deptos_file.name)):
+    for frame, needed, name in (
+        (munis, {"id", "Municipio", "id_depto"}, munis_file.name),
+        (deptos, {"id", "Departamento"}, deptos_file.name),
+    ):
         if not needed <= set(frame.columns):
             raise DataError(f"Source '{source.id}', file '{name}': expected columns {sorted(needed)}.")
     return munis, deptos
@@ -153,18 +158,31 @@ def clean_gtm(munis: gpd.GeoDataFrame, deptos: gpd.GeoDataFrame) -> gpd.GeoDataF
     deptos = repair(deptos)
     dep_codes = (deptos["id"].astype(int) // 100).map("{:02d}".format)
     level1 = unit_frame(
-        pd.DataFrame({"level": 1, "pcode": "GT" + dep_codes, "national_code": dep_codes,
-                      "name": deptos["Departamento"].str.strip(), "parent_pcode": None}),
+        pd.DataFrame(
+            {
+                "level": 1,
+                "pcode": "GT" + dep_codes,
+                "national_code": dep_codes,
+                "name": deptos["Departamento"].str.strip(),
+                "parent_pcode": None,
+            }
+        ),
         deptos.geometry,
     )
     codes = munis["id"].map("{:04d}".format)
     level2 = unit_frame(
-        pd.DataFrame({"level": 2, "pcode": "GT" + codes, "national_code": codes,
-                      "name": munis["Municipio"].str.strip(),
-                      "parent_pcode": "GT" + (munis["id_depto"].astype(int) // 100).map("{:02d}".format)}),
+        pd.DataFrame(
+            {
+                "level": 2,
+                "pcode": "GT" + codes,
+                "national_code": codes,
+                "name": munis["Municipio"].str.strip(),
+                "parent_pcode": "GT" + (munis["id_depto"].astype(int) // 100).map("{:02d}".format),
+            }
+        ),
         munis.geometry,
     )
-    return pd.concat([level1, level2], ignore_index=True)  # type: ignore[return-value]
+    return pd.concat([level1, level2], ignore_index=True)
 
 
 def validate_gtm(units: gpd.GeoDataFrame, ine: pd.DataFrame) -> Validation:
@@ -191,8 +209,12 @@ def prepare_gtm(sources: dict[str, Source], resolver: Resolver, progress: Progre
     units = clean_gtm(munis, deptos)
     progress("validating against the INE catalogue")
     validation = validate_gtm(units, _csv(ref_paths, ref.first("csv").name))
-    return Prepared(source, [PreparedSet(GTM_SET, units, source.id)], [(source, paths), (ref, ref_paths)],
-                    validation=validation)
+    return Prepared(
+        source,
+        [PreparedSet(GTM_SET, units, source.id)],
+        [(source, paths), (ref, ref_paths)],
+        validation=validation,
+    )
 
 
 # --- El Salvador ---------------------------------------------------------------------------------
@@ -203,8 +225,10 @@ def read_slv(source: Source, paths: dict[str, Path]) -> tuple[gpd.GeoDataFrame, 
     adm2, adm1 = source.file("adm2"), source.file("adm1")
     units = read_vector(paths[adm2.name], source_id=source.id, encoding=adm2.encoding or "utf-8")
     deps = read_vector(paths[adm1.name], source_id=source.id, encoding=adm1.encoding or "utf-8")
-    for frame, needed, name in ((units, {"ADM2_PCODE", "ADM2_ES", "ADM1_PCODE", "ADM1_ES"}, adm2.name),
-                                (deps, {"ADM1_PCODE", "ADM1_ES"}, adm1.name)):
+    for frame, needed, name in (
+        (units, {"ADM2_PCODE", "ADM2_ES", "ADM1_PCODE", "ADM1_ES"}, adm2.name),
+        (deps, {"ADM1_PCODE", "ADM1_ES"}, adm1.name),
+    ):
         if not needed <= set(frame.columns):
             raise DataError(f"Source '{source.id}', file '{name}': expected columns {sorted(needed)}.")
     return units, deps
@@ -217,28 +241,49 @@ def clean_slv_2021(units: gpd.GeoDataFrame, deps: gpd.GeoDataFrame, xwalk: pd.Da
     dep_digestyc = {p[:4]: d[:2] for p, d in digestyc.items()}
     deps = repair(deps)
     level1 = unit_frame(
-        pd.DataFrame({"level": 1, "pcode": deps["ADM1_PCODE"], "national_code": deps["ADM1_PCODE"].map(dep_digestyc),
-                      "name": deps["ADM1_ES"].str.strip(), "parent_pcode": None}),
+        pd.DataFrame(
+            {
+                "level": 1,
+                "pcode": deps["ADM1_PCODE"],
+                "national_code": deps["ADM1_PCODE"].map(dep_digestyc),
+                "name": deps["ADM1_ES"].str.strip(),
+                "parent_pcode": None,
+            }
+        ),
         deps.geometry,
     )
     level2 = unit_frame(
-        pd.DataFrame({"level": 2, "pcode": units["ADM2_PCODE"], "national_code": units["ADM2_PCODE"].map(digestyc),
-                      "name": units["ADM2_ES"].str.strip(), "parent_pcode": units["ADM1_PCODE"]}),
+        pd.DataFrame(
+            {
+                "level": 2,
+                "pcode": units["ADM2_PCODE"],
+                "national_code": units["ADM2_PCODE"].map(digestyc),
+                "name": units["ADM2_ES"].str.strip(),
+                "parent_pcode": units["ADM1_PCODE"],
+            }
+        ),
         units.geometry,
     )
-    return pd.concat([level1, level2], ignore_index=True)  # type: ignore[return-value]
+    return pd.concat([level1, level2], ignore_index=True)
 
 
-def reform_table(localization: list[dict[str, object]]) -> pd.DataFrame:
+def reform_table(localization: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per distrito of the reform table: department code and name, municipio code and name."""
     rows = []
     for dep in localization:
         if dep["code"] == "00":  # "Otro (Para extranjeros)" is not a department
             continue
-        for mun in dep["municipios"]:  # type: ignore[attr-defined]
+        for mun in dep["municipios"]:
             for dis in mun.get("distritos", []):
-                rows.append({"dep_code": dep["code"], "dep_name": dep["nombre"], "mun_code": mun["code"],
-                             "mun_name": mun["nombre"], "distrito": dis["nombre"]})
+                rows.append(
+                    {
+                        "dep_code": dep["code"],
+                        "dep_name": dep["nombre"],
+                        "mun_code": mun["code"],
+                        "mun_name": mun["nombre"],
+                        "distrito": dis["nombre"],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -250,12 +295,18 @@ def match_reform(distritos: pd.DataFrame, reform: pd.DataFrame) -> pd.DataFrame:
     """
     left = distritos.assign(
         dep_key=distritos["dep_name"].map(name_key),
-        dis_key=[SLV_REFORM_ALIASES.get((name_key(d), name_key(n)), name_key(n))
-                 for d, n in zip(distritos["dep_name"], distritos["name"], strict=True)],
+        dis_key=[
+            SLV_REFORM_ALIASES.get((name_key(d), name_key(n)), name_key(n))
+            for d, n in zip(distritos["dep_name"], distritos["name"], strict=True)
+        ],
     )
     right = reform.assign(dep_key=reform["dep_name"].map(name_key), dis_key=reform["distrito"].map(name_key))
-    merged = left.merge(right[["dep_key", "dis_key", "dep_code", "mun_code", "mun_name"]],
-                        on=["dep_key", "dis_key"], how="left", validate="one_to_one")
+    merged = left.merge(
+        right[["dep_key", "dis_key", "dep_code", "mun_code", "mun_name"]],
+        on=["dep_key", "dis_key"],
+        how="left",
+        validate="one_to_one",
+    )
     return merged
 
 
@@ -267,13 +318,19 @@ def dissolve_slv_2024(units_2021: gpd.GeoDataFrame, matched: pd.DataFrame) -> gp
     rows, geoms = [], []
     for (dep_code, mun_code, mun_name), group in municipios.groupby(["dep_code", "mun_code", "mun_name"]):
         parents = sorted(set(group["parent_pcode"]))
-        rows.append({"level": 2, "pcode": f"SVM{dep_code}{mun_code}", "national_code": f"{dep_code}{mun_code}",
-                     "name": restore_department_accent(str(mun_name), group["dep_name"].iloc[0]),
-                     "parent_pcode": parents[0] if len(parents) == 1 else ",".join(parents)})
+        rows.append(
+            {
+                "level": 2,
+                "pcode": f"SVM{dep_code}{mun_code}",
+                "national_code": f"{dep_code}{mun_code}",
+                "name": restore_department_accent(str(mun_name), group["dep_name"].iloc[0]),
+                "parent_pcode": parents[0] if len(parents) == 1 else ",".join(parents),
+            }
+        )
         geoms.append(shapely.union_all(group.geometry.values))
     level2 = repair(gpd.GeoDataFrame(pd.DataFrame(rows), geometry=geoms, crs=4326))
     level1 = units_2021[units_2021["level"] == 1]
-    return pd.concat([level1, level2[level1.columns]], ignore_index=True)  # type: ignore[return-value]
+    return pd.concat([level1, level2[level1.columns]], ignore_index=True)
 
 
 def restore_department_accent(municipio: str, department: str) -> str:
@@ -281,20 +338,33 @@ def restore_department_accent(municipio: str, department: str) -> str:
     dep_words = department.split()
     words = municipio.split()
     if len(words) > len(dep_words) and name_key(" ".join(words[: len(dep_words)])) == name_key(department):
-        return " ".join([*dep_words, *words[len(dep_words):]])
+        return " ".join([*dep_words, *words[len(dep_words) :]])
     return municipio
 
 
-def validate_slv(units_2021: gpd.GeoDataFrame, units_2024: gpd.GeoDataFrame, matched: pd.DataFrame,
-                 ocha: pd.DataFrame, xwalk: pd.DataFrame, reform: pd.DataFrame) -> Validation:
+def validate_slv(
+    units_2021: gpd.GeoDataFrame,
+    units_2024: gpd.GeoDataFrame,
+    matched: pd.DataFrame,
+    ocha: pd.DataFrame,
+    xwalk: pd.DataFrame,
+    reform: pd.DataFrame,
+) -> Validation:
     """Both SLV sets against the OCHA list, the reform table and the derived crosswalk table."""
-    ref = ocha[(ocha["Location"] == "SLV") & (ocha["Admin Level"] == "2") & ~ocha["P-Code"].isin(SLV_WATER_BODIES)]
-    v = validate_units(units_2021, label=SLV_2021_SET.id, expected_departments=14,
-                       expected_per_parent=ref["Parent P-Code"].value_counts().to_dict())
+    ref = ocha[
+        (ocha["Location"] == "SLV") & (ocha["Admin Level"] == "2") & ~ocha["P-Code"].isin(SLV_WATER_BODIES)
+    ]
+    v = validate_units(
+        units_2021,
+        label=SLV_2021_SET.id,
+        expected_departments=14,
+        expected_per_parent=ref["Parent P-Code"].value_counts().to_dict(),
+    )
     unmatched = matched[matched["mun_code"].isna()]
     if not unmatched.empty:
-        v.errors.append(f"{SLV_2024_SET.id}: distritos not found in the reform table: "
-                        f"{list(unmatched['name'])[:10]}")
+        v.errors.append(
+            f"{SLV_2024_SET.id}: distritos not found in the reform table: {list(unmatched['name'])[:10]}"
+        )
     expected_2024 = reform.groupby(["dep_code", "mun_code"]).ngroups
     v.extend(validate_units(units_2024, label=SLV_2024_SET.id, expected_departments=14))
     n2024 = int((units_2024["level"] == 2).sum())
@@ -302,12 +372,21 @@ def validate_slv(units_2021: gpd.GeoDataFrame, units_2024: gpd.GeoDataFrame, mat
         v.errors.append(f"{SLV_2024_SET.id}: {n2024} municipios, the reform table lists {expected_2024}")
     if units_2024["parent_pcode"].astype(str).str.contains(",").any():
         v.errors.append(f"{SLV_2024_SET.id}: a municipio spans two departments")
-    check = matched.merge(xwalk[["ADM2_PCODE", "dep_code", "mun2024_code"]], left_on="pcode",
-                          right_on="ADM2_PCODE", how="left", suffixes=("", "_ref"))
-    differ = check[(check["dep_code"] != check["dep_code_ref"]) | (check["mun_code"] != check["mun2024_code"])]
+    check = matched.merge(
+        xwalk[["ADM2_PCODE", "dep_code", "mun2024_code"]],
+        left_on="pcode",
+        right_on="ADM2_PCODE",
+        how="left",
+        suffixes=("", "_ref"),
+    )
+    differ = check[
+        (check["dep_code"] != check["dep_code_ref"]) | (check["mun_code"] != check["mun2024_code"])
+    ]
     if not differ.empty:
-        v.errors.append(f"{SLV_2024_SET.id}: name matching disagrees with the crosswalk table for "
-                        f"{list(differ['pcode'])[:10]}")
+        v.errors.append(
+            f"{SLV_2024_SET.id}: name matching disagrees with the crosswalk table for "
+            f"{list(differ['pcode'])[:10]}"
+        )
     return v
 
 
@@ -321,7 +400,9 @@ def prepare_slv(sources: dict[str, Source], resolver: Resolver, progress: Progre
     xwalk = _csv(paths[xw_src.id], xw_src.first("csv").name)
     ocha = _csv(paths[ocha_src.id], ocha_src.first("csv").name)
     try:
-        localization = json.loads(paths[reform_src.id][reform_src.first("json").name].read_text(encoding="utf-8"))
+        localization = json.loads(
+            paths[reform_src.id][reform_src.first("json").name].read_text(encoding="utf-8")
+        )
     except json.JSONDecodeError as exc:
         raise DataError(f"Source '{reform_src.id}': the reform table is not valid JSON ({exc.msg}).") from exc
     progress("cleaning the 262 distritos")
@@ -330,20 +411,32 @@ def prepare_slv(sources: dict[str, Source], resolver: Resolver, progress: Progre
     reform = reform_table(localization)
     distritos = units_2021[units_2021["level"] == 2][["pcode", "name", "parent_pcode"]].merge(
         units_2021[units_2021["level"] == 1][["pcode", "name"]].rename(
-            columns={"pcode": "parent_pcode", "name": "dep_name"}), on="parent_pcode")
+            columns={"pcode": "parent_pcode", "name": "dep_name"}
+        ),
+        on="parent_pcode",
+    )
     matched = match_reform(distritos, reform)
     progress("dissolving the 44 municipios")
     units_2024 = dissolve_slv_2024(units_2021, matched)
     validation = validate_slv(units_2021, units_2024, matched, ocha, xwalk, reform)
-    cross = pd.DataFrame({
-        "from_set": SLV_2021_SET.id, "from_pcode": matched["pcode"],
-        "to_set": SLV_2024_SET.id, "to_pcode": "SVM" + matched["dep_code"].fillna("") + matched["mun_code"].fillna(""),
-    })
+    cross = pd.DataFrame(
+        {
+            "from_set": SLV_2021_SET.id,
+            "from_pcode": matched["pcode"],
+            "to_set": SLV_2024_SET.id,
+            "to_pcode": "SVM" + matched["dep_code"].fillna("") + matched["mun_code"].fillna(""),
+        }
+    )
     used = [(s, paths[s.id]) for s in (codab, reform_src, xw_src, ocha_src)]
     return Prepared(
         codab,
-        [PreparedSet(SLV_2021_SET, units_2021, codab.id), PreparedSet(SLV_2024_SET, units_2024, reform_src.id)],
-        used, crosswalk=cross, validation=validation,
+        [
+            PreparedSet(SLV_2021_SET, units_2021, codab.id),
+            PreparedSet(SLV_2024_SET, units_2024, reform_src.id),
+        ],
+        used,
+        crosswalk=cross,
+        validation=validation,
     )
 
 
@@ -373,18 +466,32 @@ def clean_hnd(raw: gpd.GeoDataFrame, department_names: dict[str, str]) -> gpd.Ge
     """298 municipios and 18 departments dissolved from them (names from the OCHA P-code list)."""
     munis = repair(raw)
     level2 = unit_frame(
-        pd.DataFrame({"level": 2, "pcode": "HN" + munis["code"], "national_code": munis["code"],
-                      "name": munis["name"].str.strip(), "parent_pcode": "HN" + munis["code"].str[:2]}),
+        pd.DataFrame(
+            {
+                "level": 2,
+                "pcode": "HN" + munis["code"],
+                "national_code": munis["code"],
+                "name": munis["name"].str.strip(),
+                "parent_pcode": "HN" + munis["code"].str[:2],
+            }
+        ),
         munis.geometry,
     )
     level2 = level2[level2["national_code"].notna()]
     deps = level2.dissolve(by="parent_pcode").reset_index()
     level1 = unit_frame(
-        pd.DataFrame({"level": 1, "pcode": deps["parent_pcode"], "national_code": deps["parent_pcode"].str[2:],
-                      "name": deps["parent_pcode"].map(department_names), "parent_pcode": None}),
+        pd.DataFrame(
+            {
+                "level": 1,
+                "pcode": deps["parent_pcode"],
+                "national_code": deps["parent_pcode"].str[2:],
+                "name": deps["parent_pcode"].map(department_names),
+                "parent_pcode": None,
+            }
+        ),
         deps.geometry,
     )
-    return repair(pd.concat([level1, level2], ignore_index=True))  # type: ignore[arg-type]
+    return repair(pd.concat([level1, level2], ignore_index=True))
 
 
 def prepare_hnd(sources: dict[str, Source], resolver: Resolver, progress: Progress) -> Prepared:
@@ -395,21 +502,34 @@ def prepare_hnd(sources: dict[str, Source], resolver: Resolver, progress: Progre
     raw = read_hnd(source, paths)
     ocha = _csv(ocha_paths, ocha_src.first("csv").name)
     hnd = ocha[ocha["Location"] == "HND"]
-    names = dict(zip(hnd.loc[hnd["Admin Level"] == "1", "P-Code"], hnd.loc[hnd["Admin Level"] == "1", "Name"],
-                     strict=True))
+    names = dict(
+        zip(
+            hnd.loc[hnd["Admin Level"] == "1", "P-Code"],
+            hnd.loc[hnd["Admin Level"] == "1", "Name"],
+            strict=True,
+        )
+    )
     progress("cleaning and dissolving departments")
     if raw["code"].isna().any():
         bad = int(raw["code"].isna().sum())
         raise DataError(f"Source '{source.id}': {bad} features have no recognisable municipio code.")
     units = clean_hnd(raw, names)
     ref2 = hnd[hnd["Admin Level"] == "2"]
-    validation = validate_units(units, label=HND_SET.id, expected_departments=18,
-                                expected_per_parent=ref2["Parent P-Code"].value_counts().to_dict())
+    validation = validate_units(
+        units,
+        label=HND_SET.id,
+        expected_departments=18,
+        expected_per_parent=ref2["Parent P-Code"].value_counts().to_dict(),
+    )
     missing = set(ref2["P-Code"]) - set(units["pcode"])
     if missing:
         validation.errors.append(f"{HND_SET.id}: P-codes of the OCHA list missing: {sorted(missing)[:10]}")
-    return Prepared(source, [PreparedSet(HND_SET, units, source.id)], [(source, paths), (ocha_src, ocha_paths)],
-                    validation=validation)
+    return Prepared(
+        source,
+        [PreparedSet(HND_SET, units, source.id)],
+        [(source, paths), (ocha_src, ocha_paths)],
+        validation=validation,
+    )
 
 
 Preparer = Callable[[dict[str, Source], Resolver, Progress], Prepared]

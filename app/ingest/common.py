@@ -45,7 +45,11 @@ class Validation:
 
 
 def read_vector(
-    path: Path, *, source_id: str, layer: str | None = None, encoding: str | None = None,
+    path: Path,
+    *,
+    source_id: str,
+    layer: str | None = None,
+    encoding: str | None = None,
     assume_crs: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Read a vector file; unreadable files and files with no CRS are clear DataErrors."""
@@ -144,7 +148,9 @@ def validate_units(
         for parent in sorted(set(found) | set(expected_per_parent)):
             want, got = expected_per_parent.get(parent, 0), found.get(parent, 0)
             if want != got:
-                v.errors.append(f"{label}: department {parent} has {got} municipios, the reference lists {want}")
+                v.errors.append(
+                    f"{label}: department {parent} has {got} municipios, the reference lists {want}"
+                )
     return v
 
 

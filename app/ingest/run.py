@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import Connection, Engine, text
 
 from app.errors import SourceError
 from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
 from app.ingest.common import Progress, no_progress
 from app.ingest.store import LoadReport, store
-from app.sources import Resolver, Source, load_manifest
 from app.settings import Settings
+from app.sources import Resolver, Source, load_manifest
 
 
 def loadable_ids() -> list[str]:
@@ -32,11 +34,16 @@ def load_source(
     if loader_id not in BOUNDARY_LOADERS:
         known = ", ".join(loadable_ids())
         if source_id in sources:
-            raise SourceError(f"Source '{source_id}' is in the manifest but has no loader yet; loadable: {known}.")
+            raise SourceError(
+                f"Source '{source_id}' is in the manifest but has no loader yet; loadable: {known}."
+            )
         raise SourceError(f"Unknown source '{source_id}'; loadable sources: {known}, or 'all'.")
+    started = time.perf_counter()
     prepared = BOUNDARY_LOADERS[loader_id](sources, Resolver(settings), progress)
     progress("storing")
-    return store(bind, prepared, force=force)
+    report = store(bind, prepared, force=force)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def load_all(
@@ -44,22 +51,16 @@ def load_all(
 ) -> list[LoadReport]:
     """Load every bundled boundary source, in order."""
     sources = load_manifest(settings.manifest)
-    return [load_source(bind, settings, sid, force=force, progress=progress, sources=sources)
-            for sid in BOUNDARY_LOADERS]
+    return [
+        load_source(bind, settings, sid, force=force, progress=progress, sources=sources)
+        for sid in BOUNDARY_LOADERS
+    ]
 
 
 def database_empty(bind: Engine | Connection) -> bool:
     """True when no admin unit is stored yet."""
-    with bind.connect() if isinstance(bind, Engine) else _nullctx(bind) as conn:
-        return not conn.execute(text("SELECT EXISTS (SELECT 1 FROM admin_units)")).scalar()
-
-
-class _nullctx:
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> Connection:
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    sql = text("SELECT EXISTS (SELECT 1 FROM admin_units)")
+    if isinstance(bind, Connection):
+        return not bind.execute(sql).scalar()
+    with bind.connect() as conn:
+        return not conn.execute(sql).scalar()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,12 +31,11 @@ class LoadReport:
     sets: dict[str, dict[str, int]] = field(default_factory=dict)
     crosswalk_rows: int = 0
     warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # set by the caller: resolve, read, clean, validate and store
 
 
 def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False) -> LoadReport:
     """Write a validated bundle in one transaction; a failure leaves the previous data intact."""
-    started = time.perf_counter()
     if not prepared.validation.ok:
         raise DataError(
             f"Source '{prepared.source.id}' failed validation; nothing was stored: "
@@ -45,7 +43,8 @@ def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False)
             prepared.validation.errors,
         )
     report = LoadReport(
-        prepared.source.id, "loaded",
+        prepared.source.id,
+        "loaded",
         sets={ps.spec.id: _counts(ps) for ps in prepared.sets},
         warnings=list(prepared.validation.warnings),
     )
@@ -55,7 +54,7 @@ def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False)
             report.status = "unchanged"
         else:
             now = datetime.now(UTC)
-            for source, paths in prepared.used:
+            for source, _paths in prepared.used:
                 _upsert_source(conn, source, now)
             for ps in prepared.sets:
                 _upsert_set(conn, ps, prepared, now)
@@ -63,7 +62,6 @@ def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False)
                 _merge_units(conn, ps)
             if prepared.crosswalk is not None:
                 report.crosswalk_rows = _replace_crosswalk(conn, prepared)
-    report.seconds = time.perf_counter() - started
     return report
 
 
@@ -75,9 +73,11 @@ def _counts(ps: PreparedSet) -> dict[str, int]:
 def _unchanged(conn: Connection, prepared: Prepared) -> bool:
     """True when every file used has the hash already recorded and every set has its units."""
     for source, _ in prepared.used:
-        stored = dict(conn.execute(
-            text("SELECT name, sha256 FROM source_files WHERE source_id = :s"), {"s": source.id}
-        ).all())
+        stored: dict[str, str] = dict(
+            conn.execute(
+                text("SELECT name, sha256 FROM source_files WHERE source_id = :s"), {"s": source.id}
+            ).all()
+        )
         if stored != {f.name: f.sha256 for f in source.files}:
             return False
     for ps in prepared.sets:
@@ -98,13 +98,23 @@ def _upsert_source(conn: Connection, source: Source, now: datetime) -> None:
               publisher = EXCLUDED.publisher, homepage = EXCLUDED.homepage, licence = EXCLUDED.licence,
               citation = EXCLUDED.citation, loaded_at = EXCLUDED.loaded_at
         """),
-        {"id": source.id, "kind": source.kind, "title": source.title, "publisher": source.publisher,
-         "homepage": source.homepage, "licence": source.licence, "citation": source.citation, "now": now},
+        {
+            "id": source.id,
+            "kind": source.kind,
+            "title": source.title,
+            "publisher": source.publisher,
+            "homepage": source.homepage,
+            "licence": source.licence,
+            "citation": source.citation,
+            "now": now,
+        },
     )
     conn.execute(text("DELETE FROM source_files WHERE source_id = :s"), {"s": source.id})
     conn.execute(
-        text("INSERT INTO source_files (source_id, name, sha256, url, loaded_at) "
-             "VALUES (:s, :name, :sha, :url, :now)"),
+        text(
+            "INSERT INTO source_files (source_id, name, sha256, url, loaded_at) "
+            "VALUES (:s, :name, :sha, :url, :now)"
+        ),
         [{"s": source.id, "name": f.name, "sha": f.sha256, "url": f.url, "now": now} for f in source.files],
     )
 
@@ -116,8 +126,10 @@ def _provenance(prepared: Prepared) -> list[dict[str, str]]:
 def _upsert_set(conn: Connection, ps: PreparedSet, prepared: Prepared, now: datetime) -> None:
     spec = ps.spec
     if spec.is_default:
-        conn.execute(text("UPDATE boundary_sets SET is_default = false WHERE country = :c AND id <> :id"),
-                     {"c": spec.country, "id": spec.id})
+        conn.execute(
+            text("UPDATE boundary_sets SET is_default = false WHERE country = :c AND id <> :id"),
+            {"c": spec.country, "id": spec.id},
+        )
     conn.execute(
         text("""
             INSERT INTO boundary_sets (id, country, title, description, pcode_convention, is_default,
@@ -128,34 +140,58 @@ def _upsert_set(conn: Connection, ps: PreparedSet, prepared: Prepared, now: date
               is_default = EXCLUDED.is_default, source_id = EXCLUDED.source_id,
               provenance = EXCLUDED.provenance, loaded_at = EXCLUDED.loaded_at
         """),
-        {"id": spec.id, "country": spec.country, "title": spec.title, "description": spec.description,
-         "conv": spec.pcode_convention, "is_default": spec.is_default, "source": ps.source_id,
-         "prov": json.dumps(_provenance(prepared)), "now": now},
+        {
+            "id": spec.id,
+            "country": spec.country,
+            "title": spec.title,
+            "description": spec.description,
+            "conv": spec.pcode_convention,
+            "is_default": spec.is_default,
+            "source": ps.source_id,
+            "prov": json.dumps(_provenance(prepared)),
+            "now": now,
+        },
     )
 
 
 def _stage_units(conn: Connection, ps: PreparedSet) -> None:
     conn.execute(text("DROP TABLE IF EXISTS staging_units"))
-    conn.execute(text("""
+    conn.execute(
+        text("""
         CREATE TEMP TABLE staging_units (
             level smallint, pcode text, national_code text, name text, name_key text,
             parent_pcode text, wkb bytea) ON COMMIT DROP
-    """))
+    """)
+    )
     rows: list[dict[str, Any]] = [
-        {"level": int(r.level), "pcode": r.pcode, "national_code": r.national_code, "name": r.name,
-         "name_key": name_key(r.name), "parent_pcode": r.parent_pcode, "wkb": r.geometry.wkb}
+        {
+            "level": int(r.level),
+            "pcode": r.pcode,
+            "national_code": r.national_code,
+            "name": r.name,
+            "name_key": name_key(r.name),
+            "parent_pcode": r.parent_pcode,
+            "wkb": r.geometry.wkb,
+        }
         for r in ps.units.itertuples(index=False)
     ]
     conn.execute(
-        text("INSERT INTO staging_units VALUES (:level, :pcode, :national_code, :name, :name_key, "
-             ":parent_pcode, :wkb)"),
+        text(
+            "INSERT INTO staging_units VALUES (:level, :pcode, :national_code, :name, :name_key, "
+            ":parent_pcode, :wkb)"
+        ),
         rows,
     )
 
 
 def _merge_units(conn: Connection, ps: PreparedSet) -> None:
-    params = {"set": ps.spec.id, "country": ps.spec.country, "source": ps.source_id,
-              "tol": SIMPLIFY_TOLERANCE_DEG, "ea": EQUAL_AREA_SRID}
+    params = {
+        "set": ps.spec.id,
+        "country": ps.spec.country,
+        "source": ps.source_id,
+        "tol": SIMPLIFY_TOLERANCE_DEG,
+        "ea": EQUAL_AREA_SRID,
+    }
     conn.execute(
         text("""
             INSERT INTO admin_units AS u (boundary_set_id, level, pcode, national_code, name, name_key,
@@ -177,8 +213,10 @@ def _merge_units(conn: Connection, ps: PreparedSet) -> None:
         params,
     )
     conn.execute(
-        text("DELETE FROM admin_units WHERE boundary_set_id = :set "
-             "AND pcode NOT IN (SELECT pcode FROM staging_units)"),
+        text(
+            "DELETE FROM admin_units WHERE boundary_set_id = :set "
+            "AND pcode NOT IN (SELECT pcode FROM staging_units)"
+        ),
         {"set": ps.spec.id},
     )
 
@@ -189,13 +227,20 @@ def _replace_crosswalk(conn: Connection, prepared: Prepared) -> int:
     assert cross is not None
     pairs = cross[["from_set", "to_set"]].drop_duplicates().itertuples(index=False)
     for from_set, to_set in pairs:
-        conn.execute(text("DELETE FROM crosswalk WHERE from_set = :f AND to_set = :t"),
-                     {"f": from_set, "t": to_set})
+        conn.execute(
+            text("DELETE FROM crosswalk WHERE from_set = :f AND to_set = :t"), {"f": from_set, "t": to_set}
+        )
     conn.execute(text("DROP TABLE IF EXISTS staging_crosswalk"))
-    conn.execute(text("CREATE TEMP TABLE staging_crosswalk (from_set text, from_pcode text, to_set text, "
-                      "to_pcode text) ON COMMIT DROP"))
-    conn.execute(text("INSERT INTO staging_crosswalk VALUES (:from_set, :from_pcode, :to_set, :to_pcode)"),
-                 cross.to_dict("records"))
+    conn.execute(
+        text(
+            "CREATE TEMP TABLE staging_crosswalk (from_set text, from_pcode text, to_set text, "
+            "to_pcode text) ON COMMIT DROP"
+        )
+    )
+    conn.execute(
+        text("INSERT INTO staging_crosswalk VALUES (:from_set, :from_pcode, :to_set, :to_pcode)"),
+        cross.to_dict("records"),
+    )
     result = conn.execute(
         text("""
             INSERT INTO crosswalk (from_set, from_pcode, to_set, to_pcode, share_of_from, share_of_to)
