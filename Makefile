@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-db: $(STAMP) ## Start (or reuse) the local PostGIS cluster, migrate, load the boundaries when empty
+db: $(STAMP) ## Start (or reuse) the local PostGIS cluster, migrate, load the sources not yet loaded
 	$(BIN)/raices db start
 	$(BIN)/raices db upgrade
-	$(BIN)/raices load all --if-empty
+	$(BIN)/raices load all --missing
 
 run: db ## Set everything up and serve on http://127.0.0.1:$(PORT)
 	$(BIN)/raices serve --port $(PORT)

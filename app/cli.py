@@ -15,8 +15,8 @@ from app.settings import get_settings
 app = typer.Typer(help="Raíces: priority municipios for the root causes of migration.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: local cluster, migrations, URL.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: RaicesError) -> None:
@@ -93,27 +93,27 @@ def db_url(
 @app.command("load")
 def load(
     source: Annotated[str, typer.Argument(help="A source id from the manifest, or 'all'")],
-    if_empty: Annotated[
-        bool, typer.Option("--if-empty", help="Only when no boundaries are stored yet")
-    ] = False,
+    missing: Annotated[bool, typer.Option("--missing", help="With 'all': only sources never loaded")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when the files are unchanged")] = False,
 ) -> None:
     """Load a source (or all bundled sources) atomically: read, clean, validate, store."""
     from app.db import make_engine
-    from app.ingest.boundaries import BOUNDARY_LOADERS
-    from app.ingest.run import database_empty, load_source
+    from app.ingest.run import load_source, loadable_ids, loaded_source_ids
     from app.sources import load_manifest
 
     settings = get_settings()
     try:
         manifest = load_manifest(settings.manifest)
-        ids = list(BOUNDARY_LOADERS) if source == "all" else [source]
         engine = make_engine(settings)
-        if if_empty and not database_empty(engine):
-            console.print(
-                "Boundaries already loaded; nothing to do (use `raices load all --force` to reload)."
-            )
-            return
+        ids = loadable_ids() if source == "all" else [source]
+        if source == "all" and missing:
+            done = loaded_source_ids(engine)
+            ids = [i for i in ids if i not in done]
+            if not ids:
+                console.print(
+                    "Every bundled source is loaded; nothing to do (`raices load all --force` reloads)."
+                )
+                return
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -129,12 +129,12 @@ def load(
 
                 report = load_source(engine, settings, sid, force=force, sources=manifest, progress=step)
                 bar.remove_task(task)
-                sets = ", ".join(
-                    f"{k} ({v['departments']} + {v['municipalities']})" for k, v in report.sets.items()
-                )
                 console.print(
-                    f"[green]{sid}[/]: {report.status} {sets} in {report.seconds:.1f}s", highlight=False
+                    f"[green]{sid}[/]: {report.status}, {report.summary()} in {report.seconds:.1f}s",
+                    highlight=False,
                 )
+                for note in getattr(report, "notes", []):
+                    console.print(f"  note: {note}", highlight=False)
                 for w in report.warnings:
                     console.print(f"  [yellow]warning:[/] {w}", highlight=False)
         engine.dispose()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     data_mirror: Path | None = Field(default_factory=_default_mirror)
     data_cache: Path = PROJECT_ROOT / ".data" / "cache"
     manifest: Path = PROJECT_ROOT / "geodata" / "sources.toml"
+    indicator_catalogue: Path = PROJECT_ROOT / "geodata" / "indicators.csv"
+    raster_dir: Path = PROJECT_ROOT / ".data" / "rasters"
     allow_download: bool = True
     download_timeout: float = 30.0
     db_connect_timeout: int = 3

@@ -3,20 +3,47 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, text
 
 from app.errors import SourceError
+from app.ingest.a2sit import prepare_a2sit
 from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
+from app.ingest.census import prepare_department_census, prepare_hnd_emr, prepare_slv_census
 from app.ingest.common import Progress, no_progress
+from app.ingest.layers import Indicator, Layer, LayerReport, load_catalogue, store_layer
 from app.ingest.store import LoadReport, store
 from app.settings import Settings
 from app.sources import Resolver, Source, load_manifest
 
+LayerPreparer = Callable[[Connection, dict[str, Source], Resolver, dict[str, Indicator], Progress], Layer]
+
+
+def _a2sit(
+    conn: Connection,
+    sources: dict[str, Source],
+    resolver: Resolver,
+    catalogue: dict[str, Indicator],
+    progress: Progress,
+) -> Layer:
+    return prepare_a2sit(conn, sources["gtm-a2sit"], resolver, catalogue, progress)
+
+
+# indicator and hazard sources, loaded after the boundaries, in this order
+LAYER_LOADERS: dict[str, LayerPreparer] = {
+    "gtm-a2sit": _a2sit,
+    "slv-censo2024": prepare_slv_census,
+    "hnd-emr2023": prepare_hnd_emr,
+    "department-census": prepare_department_census,
+}
+
+Report = LoadReport | LayerReport
+
 
 def loadable_ids() -> list[str]:
     """Source ids `raices load` accepts, in load order."""
-    return [*BOUNDARY_LOADERS, *LOADED_WITH]
+    return [*BOUNDARY_LOADERS, *LAYER_LOADERS]
 
 
 def load_source(
@@ -27,40 +54,58 @@ def load_source(
     force: bool = False,
     progress: Progress = no_progress,
     sources: dict[str, Source] | None = None,
-) -> LoadReport:
+) -> Report:
     """Resolve, read, clean, validate and store one source; raises a clear error and stores nothing on failure."""
     sources = sources if sources is not None else load_manifest(settings.manifest)
     loader_id = LOADED_WITH.get(source_id, source_id)
-    if loader_id not in BOUNDARY_LOADERS:
+    started = time.perf_counter()
+    report: Report
+    if loader_id in BOUNDARY_LOADERS:
+        prepared = BOUNDARY_LOADERS[loader_id](sources, Resolver(settings), progress)
+        progress("storing")
+        report = store(bind, prepared, force=force)
+    elif loader_id in LAYER_LOADERS:
+        catalogue = load_catalogue(settings.indicator_catalogue)
+        if isinstance(bind, Connection):
+            layer = LAYER_LOADERS[loader_id](bind, sources, Resolver(settings), catalogue, progress)
+        else:
+            with bind.connect() as conn:
+                layer = LAYER_LOADERS[loader_id](conn, sources, Resolver(settings), catalogue, progress)
+        progress("storing")
+        report = store_layer(bind, layer, force=force)
+    else:
         known = ", ".join(loadable_ids())
         if source_id in sources:
             raise SourceError(
                 f"Source '{source_id}' is in the manifest but has no loader yet; loadable: {known}."
             )
         raise SourceError(f"Unknown source '{source_id}'; loadable sources: {known}, or 'all'.")
-    started = time.perf_counter()
-    prepared = BOUNDARY_LOADERS[loader_id](sources, Resolver(settings), progress)
-    progress("storing")
-    report = store(bind, prepared, force=force)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def loaded_source_ids(bind: Engine | Connection) -> set[str]:
+    """Ids of the sources whose files are recorded as loaded."""
+    sql = text("SELECT DISTINCT source_id FROM source_files")
+    if isinstance(bind, Connection):
+        return set(bind.execute(sql).scalars())
+    with bind.connect() as conn:
+        return set(conn.execute(sql).scalars())
+
+
 def load_all(
-    bind: Engine | Connection, settings: Settings, *, force: bool = False, progress: Progress = no_progress
-) -> list[LoadReport]:
-    """Load every bundled boundary source, in order."""
+    bind: Engine | Connection,
+    settings: Settings,
+    *,
+    force: bool = False,
+    missing_only: bool = False,
+    progress: Progress = no_progress,
+) -> list[Report]:
+    """Load every bundled source in order (with `missing_only`, those never loaded)."""
     sources = load_manifest(settings.manifest)
+    done = loaded_source_ids(bind) if missing_only else set()
     return [
         load_source(bind, settings, sid, force=force, progress=progress, sources=sources)
-        for sid in BOUNDARY_LOADERS
+        for sid in loadable_ids()
+        if sid not in done
     ]
-
-
-def database_empty(bind: Engine | Connection) -> bool:
-    """True when no admin unit is stored yet."""
-    sql = text("SELECT EXISTS (SELECT 1 FROM admin_units)")
-    if isinstance(bind, Connection):
-        return not bind.execute(sql).scalar()
-    with bind.connect() as conn:
-        return not conn.execute(sql).scalar()

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, text
 from app.db import transaction
 from app.errors import DataError
 from app.ingest.boundaries import Prepared, PreparedSet
-from app.sources import Source
+from app.ingest.provenance import record_source
 from app.text import name_key
 
 # about 50 m at these latitudes: light enough for serving lists and maps, still recognisable
@@ -32,6 +32,10 @@ class LoadReport:
     crosswalk_rows: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0  # set by the caller: resolve, read, clean, validate and store
+
+    def summary(self) -> str:
+        """One line: the sets and their unit counts."""
+        return ", ".join(f"{k} ({v['departments']} + {v['municipalities']})" for k, v in self.sets.items())
 
 
 def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False) -> LoadReport:
@@ -55,7 +59,7 @@ def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False)
         else:
             now = datetime.now(UTC)
             for source, _paths in prepared.used:
-                _upsert_source(conn, source, now)
+                record_source(conn, source, now)
             for ps in prepared.sets:
                 _upsert_set(conn, ps, prepared, now)
                 _stage_units(conn, ps)
@@ -87,36 +91,6 @@ def _unchanged(conn: Connection, prepared: Prepared) -> bool:
         if n != len(ps.units):
             return False
     return True
-
-
-def _upsert_source(conn: Connection, source: Source, now: datetime) -> None:
-    conn.execute(
-        text("""
-            INSERT INTO sources (id, kind, title, publisher, homepage, licence, citation, loaded_at)
-            VALUES (:id, :kind, :title, :publisher, :homepage, :licence, :citation, :now)
-            ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, title = EXCLUDED.title,
-              publisher = EXCLUDED.publisher, homepage = EXCLUDED.homepage, licence = EXCLUDED.licence,
-              citation = EXCLUDED.citation, loaded_at = EXCLUDED.loaded_at
-        """),
-        {
-            "id": source.id,
-            "kind": source.kind,
-            "title": source.title,
-            "publisher": source.publisher,
-            "homepage": source.homepage,
-            "licence": source.licence,
-            "citation": source.citation,
-            "now": now,
-        },
-    )
-    conn.execute(text("DELETE FROM source_files WHERE source_id = :s"), {"s": source.id})
-    conn.execute(
-        text(
-            "INSERT INTO source_files (source_id, name, sha256, url, loaded_at) "
-            "VALUES (:s, :name, :sha, :url, :now)"
-        ),
-        [{"s": source.id, "name": f.name, "sha": f.sha256, "url": f.url, "now": now} for f in source.files],
-    )
 
 
 def _provenance(prepared: Prepared) -> list[dict[str, str]]:
