@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from app import queries
+from app import indicators, queries
 from app.api.deps import ConnDep
 from app.api.responses import GeoJSONResponse, ORJSONResponse
 
@@ -96,8 +96,10 @@ def list_municipalities(
 
 @router.get("/municipalities/{pcode}", summary="One municipio with geometry, provenance and crosswalk")
 def get_municipality(conn: ConnDep, pcode: str, format: DetailFormat = DetailFormat.json) -> ORJSONResponse:
-    """The unit, its department, area, centroid, full geometry, provenance and (SLV) crosswalk partners."""
+    """The unit, its department, area, centroid, full geometry, provenance, (SLV) crosswalk partners, and
+    its indicator values with source, period and flags."""
     item = queries.get_municipality(conn, pcode)
+    item["indicators"] = indicators.unit_values(conn, item["boundary_set"]["id"], item["pcode"])
     if format is DetailFormat.geojson:
         return GeoJSONResponse(_feature(item))
     return ORJSONResponse(item)

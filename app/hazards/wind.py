@@ -115,11 +115,11 @@ class Grid:
 
     def lons(self) -> FloatArray:
         """Longitudes of the cell centres, west to east."""
-        return self.west + (np.arange(self.width) + 0.5) * self.resolution
+        return self.west + (np.arange(self.width, dtype=np.float64) + 0.5) * self.resolution
 
     def lats(self) -> FloatArray:
         """Latitudes of the cell centres, north to south (row order)."""
-        return self.north - (np.arange(self.height) + 0.5) * self.resolution
+        return self.north - (np.arange(self.height, dtype=np.float64) + 0.5) * self.resolution
 
 
 CENTRAL_AMERICA = Grid(-92.5, 12.5, -83.0, 18.5, 0.02)
@@ -204,40 +204,7 @@ def interpolate_track(fixes: pd.DataFrame, max_step_hours: float = 1.0) -> pd.Da
 
 def wind_field_kt(state: Mapping[str, float], grid: Grid) -> Float32Array:
     """The surface wind (kt, float32) on the grid for one storm state (a row of `interpolate_track`)."""
-    lat = float(state["lat"])
-    rmw = float(state["rmw_km"])
-    b = float(state["holland_b"])
-    dp = float(state["dp_hpa"])
-    wind = float(state["wind_ms"])
-    vte = float(state["vt_east_ms"])
-    vtn = float(state["vt_north_ms"])
-
-    vt = math.hypot(vte, vtn)
-    vt_capped = min(vt, wind)
-    if vt > 0:
-        vte, vtn = vte * vt_capped / vt, vtn * vt_capped / vt
-    peak_sym = wind - 0.5 * vt_capped
-    radii = rmw * np.linspace(0.3, 1.5, 1201)
-    profile_peak = float(np.max(holland_gradient_wind_ms(radii, rmw, b, dp, lat)))
-
-    # float32 throughout: several times faster for pow/exp/sqrt, and the raster is float32 anyway.
-    grid_lats = grid.lats()
-    dlon = (grid.lons() - float(state["lon"]) + 180.0) % 360.0 - 180.0
-    x_scale = (EARTH_RADIUS_KM * np.cos(np.radians((grid_lats + lat) / 2.0))).astype(np.float32)
-    dx = x_scale[:, None] * np.radians(dlon).astype(np.float32)[None, :]
-    dy = (EARTH_RADIUS_KM * np.radians(grid_lats - lat)).astype(np.float32)[:, None]
-    r = np.maximum(np.sqrt(dx * dx + dy * dy), np.float32(1e-3))
-
-    x = (rmw / r) ** b
-    half_rf = r * (1000.0 * abs(OMEGA * math.sin(math.radians(lat))))
-    gradient = np.sqrt(b * dp * 100.0 / AIR_DENSITY * x * np.exp(-x) + half_rf * half_rf) - half_rf
-    # min(…) guards the sampled peak being a hair below the true one.
-    symmetric_over_r = np.minimum(gradient, profile_peak) * (peak_sym / profile_peak) / r
-    taper = rmw * r / (rmw * rmw + r * r)
-    spin = 1.0 if lat >= 0 else -1.0  # cyclonic: counter-clockwise north of the equator
-    u = symmetric_over_r * dy * -spin + taper * vte
-    v = symmetric_over_r * dx * spin + taper * vtn
-    return np.asarray(np.sqrt(u * u + v * v) * (1.0 / MS_PER_KT), dtype=np.float32)
+    return _Field(grid).wind_kt(state).copy()
 
 
 def storm_max_wind_kt(
@@ -247,9 +214,89 @@ def storm_max_wind_kt(
     out = np.zeros(grid.shape, dtype=np.float32)
     states = interpolate_track(fixes, max_step_hours)
     near = _distance_to_grid_km(states["lat"].to_numpy(), states["lon"].to_numpy(), grid) <= CUTOFF_KM
+    field = _Field(grid)
     for state in states.loc[near].to_dict("records"):
-        np.maximum(out, wind_field_kt(state, grid), out=out)
+        np.maximum(out, field.wind_kt(state), out=out)
     return out
+
+
+class _Field:
+    """Evaluates the wind of one storm state on a grid into reused float32 buffers.
+
+    Fresh half-megabyte temporaries per operation cost more in page faults than the arithmetic, and
+    float32 makes pow/exp/sqrt several times faster; the raster is float32 anyway.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self.lats = grid.lats()
+        self.lons = grid.lons()
+        self.dx, self.r, self.x, self.g, self.h, self.t = (np.empty(grid.shape, np.float32) for _ in range(6))
+
+    def wind_kt(self, state: Mapping[str, float]) -> Float32Array:
+        """The wind (kt) for one state, in a buffer that the next call overwrites."""
+        lat = float(state["lat"])
+        rmw = float(state["rmw_km"])
+        b = float(state["holland_b"])
+        dp = float(state["dp_hpa"])
+        wind = float(state["wind_ms"])
+        vte = float(state["vt_east_ms"])
+        vtn = float(state["vt_north_ms"])
+
+        vt = math.hypot(vte, vtn)
+        vt_capped = min(vt, wind)
+        if vt > 0:
+            vte, vtn = vte * vt_capped / vt, vtn * vt_capped / vt
+        peak_sym = wind - 0.5 * vt_capped
+        radii = rmw * np.linspace(0.3, 1.5, 1201)
+        profile_peak = float(np.max(holland_gradient_wind_ms(radii, rmw, b, dp, lat)))
+
+        dlon = (self.lons - float(state["lon"]) + 180.0) % 360.0 - 180.0
+        x_scale = (EARTH_RADIUS_KM * np.cos(np.radians((self.lats + lat) / 2.0))).astype(np.float32)
+        dy = (EARTH_RADIUS_KM * np.radians(self.lats - lat)).astype(np.float32)[:, None]
+        dx, r, x, g, h, t = self.dx, self.r, self.x, self.g, self.h, self.t
+
+        np.multiply(x_scale[:, None], np.radians(dlon).astype(np.float32)[None, :], out=dx)
+        np.multiply(dx, dx, out=r)
+        r += dy * dy
+        np.sqrt(r, out=r)
+        np.maximum(r, np.float32(1e-3), out=r)
+        # Holland (1980) gradient wind: sqrt(B Δp/ρ x e^-x + (rf/2)²) - rf/2 with x = (Rmax/r)^B.
+        np.divide(rmw, r, out=x)
+        np.power(x, b, out=x)
+        np.negative(x, out=g)
+        np.exp(g, out=g)
+        g *= x
+        g *= b * dp * 100.0 / AIR_DENSITY
+        np.multiply(r, 1000.0 * abs(OMEGA * math.sin(math.radians(lat))), out=h)
+        np.multiply(h, h, out=t)
+        g += t
+        np.sqrt(g, out=g)
+        g -= h
+        # min(…) guards the sampled peak being a hair below the true one; g becomes V_sym / r.
+        np.minimum(g, profile_peak, out=g)
+        g *= peak_sym / profile_peak
+        g /= r
+        # Jelesnianski taper Rmax r / (Rmax² + r²)
+        np.multiply(r, r, out=t)
+        t += rmw * rmw
+        np.divide(r, t, out=t)
+        t *= rmw
+        spin = 1.0 if lat >= 0 else -1.0  # cyclonic: counter-clockwise north of the equator
+        u, v = x, r
+        np.multiply(g, dy, out=u)
+        u *= -spin
+        np.multiply(t, vte, out=h)
+        u += h
+        np.multiply(g, dx, out=v)
+        v *= spin
+        np.multiply(t, vtn, out=h)
+        v += h
+        u *= u
+        v *= v
+        u += v
+        np.sqrt(u, out=u)
+        u *= 1.0 / MS_PER_KT
+        return u
 
 
 def write_geotiff(
