@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -92,35 +93,51 @@ def db_url(
 
 @app.command("load")
 def load(
-    source: Annotated[str, typer.Argument(help="A source id from the manifest, or 'all'")],
+    source: Annotated[str, typer.Argument(help="A source id from the manifest, 'all', or 'table' / 'raster'")],
+    file: Annotated[Path | None, typer.Argument(help="With 'table' or 'raster': the file to load")] = None,
     missing: Annotated[bool, typer.Option("--missing", help="With 'all': only sources never loaded")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when the files are unchanged")] = False,
+    indicator: Annotated[str | None, typer.Option(help="table/raster: the indicator code to create")] = None,
+    name: Annotated[str | None, typer.Option(help="table/raster: the indicator's name")] = None,
+    theme: Annotated[str, typer.Option(help="migration, I, II, III, IV, V or context")] = "context",
+    direction: Annotated[int, typer.Option(help="1 when higher is worse, -1 when higher is better")] = 1,
+    unit: Annotated[str, typer.Option(help="The unit of the values")] = "as supplied",
+    measure: Annotated[str, typer.Option(help="count or rate")] = "rate",
+    period: Annotated[str, typer.Option(help="The period the values describe")] = "unstated",
+    key: Annotated[str, typer.Option(help="table: pcode, national_code or name")] = "pcode",
+    key_column: Annotated[str | None, typer.Option(help="table: the column with the key (default: --key)")] = None,
+    value_column: Annotated[str, typer.Option(help="table: the column with the values")] = "value",
+    department_column: Annotated[str | None, typer.Option(help="table, key=name: the department column")] = None,
+    country: Annotated[str | None, typer.Option(help="GTM, SLV or HND (for national codes and names)")] = None,
+    set_id: Annotated[str | None, typer.Option("--set", help="The boundary set to load into")] = None,
+    sheet: Annotated[str | None, typer.Option(help="table: the XLSX sheet")] = None,
+    accept_partial: Annotated[bool, typer.Option(help="table: store the matched rows even if some do not match")] = False,
+    stat: Annotated[str, typer.Option(help="raster: mean, min, max, sum, share_above, share_below")] = "mean",
+    threshold: Annotated[float | None, typer.Option(help="raster: threshold for share_above/below")] = None,
 ) -> None:
-    """Load a source (or all bundled sources) atomically: read, clean, validate, store."""
+    """Load a source (or all bundled sources), or a table or raster of your own, atomically."""
     from app.db import make_engine
     from app.ingest.run import load_source, loadable_ids, loaded_source_ids
     from app.sources import load_manifest
 
     settings = get_settings()
     try:
-        manifest = load_manifest(settings.manifest)
         engine = make_engine(settings)
+        if source in ("table", "raster"):
+            _load_user(engine, source, file, indicator, name, theme, direction, unit, measure, period, key,
+                       key_column, value_column, department_column, country, set_id, sheet, accept_partial,
+                       stat, threshold, force)
+            return
+        manifest = load_manifest(settings.manifest)
         ids = loadable_ids() if source == "all" else [source]
         if source == "all" and missing:
             done = loaded_source_ids(engine)
             ids = [i for i in ids if i not in done]
             if not ids:
-                console.print(
-                    "Every bundled source is loaded; nothing to do (`raices load all --force` reloads)."
-                )
+                console.print("Every bundled source is loaded; nothing to do (`raices load all --force` reloads).")
                 return
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
             for sid in ids:
                 task = bar.add_task(f"{sid}: resolving files")
 
@@ -129,17 +146,50 @@ def load(
 
                 report = load_source(engine, settings, sid, force=force, sources=manifest, progress=step)
                 bar.remove_task(task)
-                console.print(
-                    f"[green]{sid}[/]: {report.status}, {report.summary()} in {report.seconds:.1f}s",
-                    highlight=False,
-                )
-                for note in getattr(report, "notes", []):
-                    console.print(f"  note: {note}", highlight=False)
-                for w in report.warnings:
-                    console.print(f"  [yellow]warning:[/] {w}", highlight=False)
+                _print_report(sid, report)
         engine.dispose()
     except RaicesError as exc:
         _fail(exc)
+
+
+def _print_report(label: str, report: Any) -> None:
+    console.print(f"[green]{label}[/]: {report.status}, {report.summary()} in {report.seconds:.1f}s",
+                  highlight=False)
+    for note in getattr(report, "notes", []):
+        console.print(f"  note: {note}", highlight=False)
+    for w in report.warnings:
+        console.print(f"  [yellow]warning:[/] {w}", highlight=False)
+
+
+def _load_user(engine: Any, kind: str, file: Path | None, indicator: str | None, name: str | None, theme: str,
+               direction: int, unit: str, measure: str, period: str, key: str, key_column: str | None,
+               value_column: str, department_column: str | None, country: str | None, set_id: str | None,
+               sheet: str | None, accept_partial: bool, stat: str, threshold: float | None, force: bool) -> None:
+    import time
+
+    from app.errors import InvalidParameter
+    from app.ingest.layers import store_layer
+    from app.ingest.userdata import TableSpec, prepare_raster, prepare_table, user_indicator
+
+    if file is None or indicator is None:
+        raise InvalidParameter(f"`raices load {kind}` needs a FILE and --indicator CODE.")
+    if not file.is_file():
+        raise InvalidParameter(f"No such file: {file}")
+    started = time.perf_counter()
+    ind = user_indicator(indicator, name=name, theme=theme, direction=direction, unit=unit, measure=measure,
+                         period=period)
+    with engine.connect() as conn:
+        if kind == "table":
+            spec = TableSpec(key=key, key_column=key_column or key, value_column=value_column,
+                             department_column=department_column, country=country, set_id=set_id, sheet=sheet,
+                             accept_partial=accept_partial)
+            layer = prepare_table(conn, file, ind, spec)
+        else:
+            layer = prepare_raster(conn, file, ind, stat=stat, threshold=threshold,
+                                   set_ids=[set_id] if set_id else None)
+    report = store_layer(engine, layer, force=force)
+    report.seconds = time.perf_counter() - started
+    _print_report(f"{kind} {file.name}", report)
 
 
 @app.command("sources")

@@ -3,9 +3,9 @@
 Method (all wind speeds are 1-min sustained surface winds; rasters are in knots, like HURDAT2):
 
 1. Each fix gets a radius of maximum wind Rmax: the record's RMW when given (HURDAT2 2021+), else
-   Willoughby, Darling & Rahn (2006, Mon. Wea. Rev. 134, 1102-1120, eq. 7a):
+   Willoughby, Darling & Rahn (2006, Mon. Wea. Rev. 134, 1102-1120):
    Rmax = 46.4 exp(-0.0155 Vmax + 0.0169 |lat|) km, Vmax in m/s.
-2. The symmetric profile is the Holland (1980, Mon. Wea. Rev. 108, 1212-1218, eq. 4) gradient wind
+2. The symmetric profile is the Holland (1980, Mon. Wea. Rev. 108, 1212-1218) gradient wind
    V(r) = sqrt(B Δp/ρ (Rmax/r)^B exp(-(Rmax/r)^B) + (r f/2)^2) - r f/2, with
    B = 1.881 - 0.00557 Rmax[km] - 0.01295 |lat| (Vickery & Wadhera 2008, J. Appl. Meteor. Climatol.
    47, 2497-2517), clipped to Holland's range [1, 2.5]; Δp = 1010 hPa - central pressure when known,
@@ -18,12 +18,12 @@ Method (all wind speeds are 1-min sustained surface winds; rasters are in knots,
    added as a vector to the cyclonic flow, tapered as Vt·Rmax·r/(Rmax²+r²) (Jelesnianski 1965, Mon.
    Wea. Rev. 93, 343-358), i.e. 0.5·Vt at the RMW, vanishing at the centre and far away, strongest
    right of track (left in the southern hemisphere). The record's wind already includes motion, so
-   the symmetric peak is Vmax - 0.5·Vt: the modelled maximum equals the record's wind exactly
+   the symmetric peak is Vmax - 0.5·Vt: the modelled maximum equals the record's wind (up to grid sampling)
    (Vt is capped at Vmax so the symmetric part keeps at least half of it).
 4. Between 6-hourly fixes the track is interpolated linearly in time, lat, lon, wind, Rmax, Δp and
    Vt, at least hourly and finer when the centre would otherwise move more than Rmax/4 between
    steps; each cell keeps the maximum over the storm's life. Positions more than CUTOFF_KM from the
-   grid are skipped (the modelled wind there is below a knot or two at the grid).
+   grid are skipped (their modelled wind at the grid is a few knots at most).
 
 Distances use a local equirectangular approximation about each centre, good to well under 1% within the
 few hundred km that matter.
