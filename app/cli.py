@@ -13,7 +13,11 @@ from rich.table import Table
 from app.errors import RaicesError
 from app.settings import get_settings
 
-app = typer.Typer(help="Raíces: priority municipios for the root causes of migration.", no_args_is_help=True)
+app = typer.Typer(
+    help="Raíces: priority municipios for the root causes of migration.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 db_app = typer.Typer(help="The database: local cluster, migrations, URL.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(soft_wrap=True)
@@ -93,7 +97,9 @@ def db_url(
 
 @app.command("load")
 def load(
-    source: Annotated[str, typer.Argument(help="A source id from the manifest, 'all', or 'table' / 'raster'")],
+    source: Annotated[
+        str, typer.Argument(help="A source id from the manifest, 'all', or 'table' / 'raster'")
+    ],
     file: Annotated[Path | None, typer.Argument(help="With 'table' or 'raster': the file to load")] = None,
     missing: Annotated[bool, typer.Option("--missing", help="With 'all': only sources never loaded")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when the files are unchanged")] = False,
@@ -105,13 +111,21 @@ def load(
     measure: Annotated[str, typer.Option(help="count or rate")] = "rate",
     period: Annotated[str, typer.Option(help="The period the values describe")] = "unstated",
     key: Annotated[str, typer.Option(help="table: pcode, national_code or name")] = "pcode",
-    key_column: Annotated[str | None, typer.Option(help="table: the column with the key (default: --key)")] = None,
+    key_column: Annotated[
+        str | None, typer.Option(help="table: the column with the key (default: --key)")
+    ] = None,
     value_column: Annotated[str, typer.Option(help="table: the column with the values")] = "value",
-    department_column: Annotated[str | None, typer.Option(help="table, key=name: the department column")] = None,
-    country: Annotated[str | None, typer.Option(help="GTM, SLV or HND (for national codes and names)")] = None,
+    department_column: Annotated[
+        str | None, typer.Option(help="table, key=name: the department column")
+    ] = None,
+    country: Annotated[
+        str | None, typer.Option(help="GTM, SLV or HND (for national codes and names)")
+    ] = None,
     set_id: Annotated[str | None, typer.Option("--set", help="The boundary set to load into")] = None,
     sheet: Annotated[str | None, typer.Option(help="table: the XLSX sheet")] = None,
-    accept_partial: Annotated[bool, typer.Option(help="table: store the matched rows even if some do not match")] = False,
+    accept_partial: Annotated[
+        bool, typer.Option(help="table: store the matched rows even if some do not match")
+    ] = False,
     stat: Annotated[str, typer.Option(help="raster: mean, min, max, sum, share_above, share_below")] = "mean",
     threshold: Annotated[float | None, typer.Option(help="raster: threshold for share_above/below")] = None,
 ) -> None:
@@ -124,9 +138,29 @@ def load(
     try:
         engine = make_engine(settings)
         if source in ("table", "raster"):
-            _load_user(engine, source, file, indicator, name, theme, direction, unit, measure, period, key,
-                       key_column, value_column, department_column, country, set_id, sheet, accept_partial,
-                       stat, threshold, force)
+            _load_user(
+                engine,
+                source,
+                file,
+                indicator,
+                name,
+                theme,
+                direction,
+                unit,
+                measure,
+                period,
+                key,
+                key_column,
+                value_column,
+                department_column,
+                country,
+                set_id,
+                sheet,
+                accept_partial,
+                stat,
+                threshold,
+                force,
+            )
             return
         manifest = load_manifest(settings.manifest)
         ids = loadable_ids() if source == "all" else [source]
@@ -134,10 +168,17 @@ def load(
             done = loaded_source_ids(engine)
             ids = [i for i in ids if i not in done]
             if not ids:
-                console.print("Every bundled source is loaded; nothing to do (`raices load all --force` reloads).")
+                console.print(
+                    "Every bundled source is loaded; nothing to do (`raices load all --force` reloads)."
+                )
                 return
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             for sid in ids:
                 task = bar.add_task(f"{sid}: resolving files")
 
@@ -153,18 +194,38 @@ def load(
 
 
 def _print_report(label: str, report: Any) -> None:
-    console.print(f"[green]{label}[/]: {report.status}, {report.summary()} in {report.seconds:.1f}s",
-                  highlight=False)
+    console.print(
+        f"[green]{label}[/]: {report.status}, {report.summary()} in {report.seconds:.1f}s", highlight=False
+    )
     for note in getattr(report, "notes", []):
         console.print(f"  note: {note}", highlight=False)
     for w in report.warnings:
         console.print(f"  [yellow]warning:[/] {w}", highlight=False)
 
 
-def _load_user(engine: Any, kind: str, file: Path | None, indicator: str | None, name: str | None, theme: str,
-               direction: int, unit: str, measure: str, period: str, key: str, key_column: str | None,
-               value_column: str, department_column: str | None, country: str | None, set_id: str | None,
-               sheet: str | None, accept_partial: bool, stat: str, threshold: float | None, force: bool) -> None:
+def _load_user(
+    engine: Any,
+    kind: str,
+    file: Path | None,
+    indicator: str | None,
+    name: str | None,
+    theme: str,
+    direction: int,
+    unit: str,
+    measure: str,
+    period: str,
+    key: str,
+    key_column: str | None,
+    value_column: str,
+    department_column: str | None,
+    country: str | None,
+    set_id: str | None,
+    sheet: str | None,
+    accept_partial: bool,
+    stat: str,
+    threshold: float | None,
+    force: bool,
+) -> None:
     import time
 
     from app.errors import InvalidParameter
@@ -176,17 +237,26 @@ def _load_user(engine: Any, kind: str, file: Path | None, indicator: str | None,
     if not file.is_file():
         raise InvalidParameter(f"No such file: {file}")
     started = time.perf_counter()
-    ind = user_indicator(indicator, name=name, theme=theme, direction=direction, unit=unit, measure=measure,
-                         period=period)
+    ind = user_indicator(
+        indicator, name=name, theme=theme, direction=direction, unit=unit, measure=measure, period=period
+    )
     with engine.connect() as conn:
         if kind == "table":
-            spec = TableSpec(key=key, key_column=key_column or key, value_column=value_column,
-                             department_column=department_column, country=country, set_id=set_id, sheet=sheet,
-                             accept_partial=accept_partial)
+            spec = TableSpec(
+                key=key,
+                key_column=key_column or key,
+                value_column=value_column,
+                department_column=department_column,
+                country=country,
+                set_id=set_id,
+                sheet=sheet,
+                accept_partial=accept_partial,
+            )
             layer = prepare_table(conn, file, ind, spec)
         else:
-            layer = prepare_raster(conn, file, ind, stat=stat, threshold=threshold,
-                                   set_ids=[set_id] if set_id else None)
+            layer = prepare_raster(
+                conn, file, ind, stat=stat, threshold=threshold, set_ids=[set_id] if set_id else None
+            )
     report = store_layer(engine, layer, force=force)
     report.seconds = time.perf_counter() - started
     _print_report(f"{kind} {file.name}", report)

@@ -89,6 +89,15 @@ def upgrade(url: str | URL, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)  # type: ignore[arg-type]
 
 
+def head_revision() -> str:
+    """The newest migration revision in the project."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
+
+
 def current_revision(conn: Connection) -> str | None:
     """The Alembic revision the database is at, or None before any migration."""
     exists = conn.execute(text("SELECT to_regclass('public.alembic_version') IS NOT NULL")).scalar()

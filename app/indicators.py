@@ -14,7 +14,9 @@ from app.queries import COUNTRIES, boundary_set_ids
 from app.settings import Settings
 from app.sources import load_manifest
 
-AREA_WEIGHTED = "area_weighted"  # a rate aggregated upward with area weights (no population on that geography)
+AREA_WEIGHTED = (
+    "area_weighted"  # a rate aggregated upward with area weights (no population on that geography)
+)
 
 
 def sources(conn: Connection, settings: Settings) -> list[dict[str, Any]]:
@@ -26,18 +28,41 @@ def sources(conn: Connection, settings: Settings) -> list[dict[str, Any]]:
     out = []
     for s in load_manifest(settings.manifest).values():
         row = loaded.get(s.id)
-        out.append({
-            "id": s.id, "kind": s.kind, "title": s.title, "publisher": s.publisher, "homepage": s.homepage,
-            "licence": s.licence, "citation": s.citation, "notes": s.notes,
-            "loaded_at": row.loaded_at.isoformat() if row and row.loaded_at else None,
-            "files": [{"name": f.name, "sha256": f.sha256, "url": f.url or None, "format": f.format,
-                       "loaded": f.name in files.get(s.id, {})} for f in s.files],
-        })
+        out.append(
+            {
+                "id": s.id,
+                "kind": s.kind,
+                "title": s.title,
+                "publisher": s.publisher,
+                "homepage": s.homepage,
+                "licence": s.licence,
+                "citation": s.citation,
+                "notes": s.notes,
+                "loaded_at": row.loaded_at.isoformat() if row and row.loaded_at else None,
+                "files": [
+                    {
+                        "name": f.name,
+                        "sha256": f.sha256,
+                        "url": f.url or None,
+                        "format": f.format,
+                        "loaded": f.name in files.get(s.id, {}),
+                    }
+                    for f in s.files
+                ],
+            }
+        )
     for u in conn.execute(text("SELECT * FROM sources WHERE kind = 'user' ORDER BY id")).mappings():
-        out.append({**{k: u[k] for k in ("id", "kind", "title", "publisher", "homepage", "licence", "citation")},
-                    "notes": "", "loaded_at": u["loaded_at"].isoformat() if u["loaded_at"] else None,
-                    "files": [{"name": f.name, "sha256": f.sha256, "url": None, "format": "", "loaded": True}
-                              for f in files.get(u["id"], {}).values()]})
+        out.append(
+            {
+                **{k: u[k] for k in ("id", "kind", "title", "publisher", "homepage", "licence", "citation")},
+                "notes": "",
+                "loaded_at": u["loaded_at"].isoformat() if u["loaded_at"] else None,
+                "files": [
+                    {"name": f.name, "sha256": f.sha256, "url": None, "format": "", "loaded": True}
+                    for f in files.get(u["id"], {}).values()
+                ],
+            }
+        )
     return out
 
 
@@ -48,29 +73,60 @@ def catalogue(conn: Connection, theme: str | None = None) -> list[dict[str, Any]
     if theme:
         where = "WHERE i.theme = :theme"
         params["theme"] = theme
-    rows = conn.execute(text(f"""
+    rows = (
+        conn.execute(
+            text(f"""
         SELECT i.*, s.title AS source_title FROM indicators i JOIN sources s ON s.id = i.source_id
-        {where} ORDER BY i.theme, i.code"""), params).mappings().all()
-    cover = conn.execute(text("""
+        {where} ORDER BY i.theme, i.code"""),
+            params,
+        )
+        .mappings()
+        .all()
+    )
+    cover = (
+        conn.execute(
+            text("""
         SELECT o.indicator_code, u.country, o.boundary_set_id, u.level, count(*) AS n,
                count(*) FILTER (WHERE :oor = ANY(o.flags)) AS out_of_range,
                (SELECT count(*) FROM admin_units x WHERE x.boundary_set_id = o.boundary_set_id
                   AND x.level = u.level) AS units
         FROM observations o JOIN admin_units u ON u.boundary_set_id = o.boundary_set_id AND u.pcode = o.pcode
-        GROUP BY 1, 2, 3, 4"""), {"oor": OUT_OF_RANGE}).mappings().all()
+        GROUP BY 1, 2, 3, 4"""),
+            {"oor": OUT_OF_RANGE},
+        )
+        .mappings()
+        .all()
+    )
     by_code: dict[str, dict[str, Any]] = {}
     for c in cover:
         entry = by_code.setdefault(c["indicator_code"], {}).setdefault(c["country"], [])
-        entry.append({"set": c["boundary_set_id"], "level": c["level"], "values": c["n"], "units": c["units"],
-                      "share": round(c["n"] / c["units"], 4) if c["units"] else 0.0,
-                      "out_of_range": c["out_of_range"]})
-    return [{
-        "code": r["code"], "name_en": r["name_en"], "name_es": r["name_es"], "theme": r["theme"],
-        "direction": r["direction"], "measure": r["measure"], "unit": r["unit"], "period": r["period"],
-        "valid_range": [r["valid_min"], r["valid_max"]], "description": r["description"],
-        "source": {"id": r["source_id"], "title": r["source_title"]},
-        "coverage": {iso: by_code.get(r["code"], {}).get(iso, []) for iso in COUNTRIES},
-    } for r in rows]
+        entry.append(
+            {
+                "set": c["boundary_set_id"],
+                "level": c["level"],
+                "values": c["n"],
+                "units": c["units"],
+                "share": round(c["n"] / c["units"], 4) if c["units"] else 0.0,
+                "out_of_range": c["out_of_range"],
+            }
+        )
+    return [
+        {
+            "code": r["code"],
+            "name_en": r["name_en"],
+            "name_es": r["name_es"],
+            "theme": r["theme"],
+            "direction": r["direction"],
+            "measure": r["measure"],
+            "unit": r["unit"],
+            "period": r["period"],
+            "valid_range": [r["valid_min"], r["valid_max"]],
+            "description": r["description"],
+            "source": {"id": r["source_id"], "title": r["source_title"]},
+            "coverage": {iso: by_code.get(r["code"], {}).get(iso, []) for iso in COUNTRIES},
+        }
+        for r in rows
+    ]
 
 
 def indicator(conn: Connection, code: str) -> dict[str, Any]:
@@ -82,17 +138,28 @@ def indicator(conn: Connection, code: str) -> dict[str, Any]:
 
 
 def _direct(conn: Connection, code: str, set_id: str) -> pd.DataFrame:
-    return pd.DataFrame([dict(r) for r in conn.execute(text("""
+    return pd.DataFrame(
+        [
+            dict(r)
+            for r in conn.execute(
+                text("""
         SELECT o.pcode, o.value, o.period, o.flags FROM observations o
-        WHERE o.indicator_code = :code AND o.boundary_set_id = :set"""), {"code": code, "set": set_id}).mappings()],
-        columns=["pcode", "value", "period", "flags"])
+        WHERE o.indicator_code = :code AND o.boundary_set_id = :set"""),
+                {"code": code, "set": set_id},
+            ).mappings()
+        ],
+        columns=["pcode", "value", "period", "flags"],
+    )
 
 
 def _links(conn: Connection, set_id: str) -> list[tuple[str, str, str]]:
     """(other set, direction, …) pairs linked to set_id by the crosswalk: 'down' when set_id is the finer one."""
-    rows = conn.execute(text("""
+    rows = conn.execute(
+        text("""
         SELECT DISTINCT to_set AS other, 'down' AS way FROM crosswalk WHERE from_set = :s
-        UNION SELECT DISTINCT from_set, 'up' FROM crosswalk WHERE to_set = :s"""), {"s": set_id}).all()
+        UNION SELECT DISTINCT from_set, 'up' FROM crosswalk WHERE to_set = :s"""),
+        {"s": set_id},
+    ).all()
     return [(r.other, r.way, set_id) for r in rows]
 
 
@@ -106,39 +173,60 @@ def _derive(conn: Connection, code: str, measure: str, set_id: str, other: str, 
     if src.empty:
         return src
     if way == "down":
-        xw = pd.DataFrame(conn.execute(text(
-            "SELECT from_pcode AS pcode, to_pcode AS src, share_of_from, share_of_to FROM crosswalk "
-            "WHERE from_set = :t AND to_set = :o"), {"t": set_id, "o": other}).all(),
-            columns=["pcode", "src", "share_of_from", "share_of_to"])
+        xw = pd.DataFrame(
+            conn.execute(
+                text(
+                    "SELECT from_pcode AS pcode, to_pcode AS src, share_of_from, share_of_to FROM crosswalk "
+                    "WHERE from_set = :t AND to_set = :o"
+                ),
+                {"t": set_id, "o": other},
+            ).all(),
+            columns=["pcode", "src", "share_of_from", "share_of_to"],
+        )
         m = xw.merge(src.rename(columns={"pcode": "src"}), on="src")
         if measure == "count":
             m["part"] = m["value"] * m["share_of_to"]
-            g = m.groupby("pcode").agg(value=("part", "sum"), period=("period", "first"), flags=("flags", "first"))
+            g = m.groupby("pcode").agg(
+                value=("part", "sum"), period=("period", "first"), flags=("flags", "first")
+            )
         else:
             m["w"] = m["value"] * m["share_of_from"]
-            g = m.groupby("pcode").agg(w=("w", "sum"), s=("share_of_from", "sum"), period=("period", "first"),
-                                       flags=("flags", "first"))
+            g = m.groupby("pcode").agg(
+                w=("w", "sum"),
+                s=("share_of_from", "sum"),
+                period=("period", "first"),
+                flags=("flags", "first"),
+            )
             g["value"] = g["w"] / g["s"]
         extra = [DERIVED_CROSSWALK]
     else:
-        xw = pd.DataFrame(conn.execute(text(
-            "SELECT to_pcode AS pcode, from_pcode AS src, share_of_from, share_of_to FROM crosswalk "
-            "WHERE to_set = :t AND from_set = :o"), {"t": set_id, "o": other}).all(),
-            columns=["pcode", "src", "share_of_from", "share_of_to"])
+        xw = pd.DataFrame(
+            conn.execute(
+                text(
+                    "SELECT to_pcode AS pcode, from_pcode AS src, share_of_from, share_of_to FROM crosswalk "
+                    "WHERE to_set = :t AND from_set = :o"
+                ),
+                {"t": set_id, "o": other},
+            ).all(),
+            columns=["pcode", "src", "share_of_from", "share_of_to"],
+        )
         m = xw.merge(src.rename(columns={"pcode": "src"}), on="src", how="left")
         complete = m.groupby("pcode")["value"].apply(lambda v: v.notna().all())
         m = m[m["pcode"].isin(complete[complete].index)]
         if measure == "count":
             m["part"] = m["value"] * m["share_of_from"]
-            g = m.groupby("pcode").agg(value=("part", "sum"), period=("period", "first"), flags=("flags", "first"))
+            g = m.groupby("pcode").agg(
+                value=("part", "sum"), period=("period", "first"), flags=("flags", "first")
+            )
             extra = [DERIVED_CROSSWALK]
         else:
             pop = _direct(conn, "population", other).set_index("pcode")["value"]
             weights = m["src"].map(pop) if not pop.empty and m["src"].isin(pop.index).all() else None
             m["wt"] = weights * m["share_of_from"] if weights is not None else m["share_of_to"]
             m["w"] = m["value"] * m["wt"]
-            g = m.groupby("pcode").agg(w=("w", "sum"), s=("wt", "sum"), period=("period", "first"),
-                                       flags=("flags", "first"))
+            g = m.groupby("pcode").agg(
+                w=("w", "sum"), s=("wt", "sum"), period=("period", "first"), flags=("flags", "first")
+            )
             g["value"] = g["w"] / g["s"]
             extra = [DERIVED_CROSSWALK] + ([] if weights is not None else [AREA_WEIGHTED])
     g = g.reset_index()
@@ -146,12 +234,19 @@ def _derive(conn: Connection, code: str, measure: str, set_id: str, other: str, 
     return g[["pcode", "value", "period", "flags"]]
 
 
-def values(conn: Connection, code: str, *, country: str | None = None, set_id: str | None = None,
-           ) -> list[dict[str, Any]]:
+def values(
+    conn: Connection,
+    code: str,
+    *,
+    country: str | None = None,
+    set_id: str | None = None,
+) -> list[dict[str, Any]]:
     """Values of an indicator on the requested (or each country's default) boundary set, with flags."""
     ind = indicator(conn, code)
     if set_id and set_id not in boundary_set_ids(conn):
-        raise InvalidParameter(f"Unknown boundary set '{set_id}'; known sets: {', '.join(boundary_set_ids(conn))}.")
+        raise InvalidParameter(
+            f"Unknown boundary set '{set_id}'; known sets: {', '.join(boundary_set_ids(conn))}."
+        )
     params: dict[str, Any] = {}
     where = "bs.id = :set" if set_id else "bs.is_default"
     if set_id:
@@ -159,8 +254,11 @@ def values(conn: Connection, code: str, *, country: str | None = None, set_id: s
     if country:
         where += " AND bs.country = :country"
         params["country"] = country
-    sets = list(conn.execute(text(f"SELECT bs.id FROM boundary_sets bs WHERE {where} ORDER BY bs.country"),
-                             params).scalars())
+    sets = list(
+        conn.execute(
+            text(f"SELECT bs.id FROM boundary_sets bs WHERE {where} ORDER BY bs.country"), params
+        ).scalars()
+    )
     out: list[dict[str, Any]] = []
     for s in sets:
         frame = _direct(conn, code, s)
@@ -171,31 +269,61 @@ def values(conn: Connection, code: str, *, country: str | None = None, set_id: s
                     break
         if frame.empty:
             continue
-        units = pd.DataFrame([dict(r) for r in conn.execute(text(
-            "SELECT pcode, name, country, level FROM admin_units WHERE boundary_set_id = :s"), {"s": s}).mappings()])
+        units = pd.DataFrame(
+            [
+                dict(r)
+                for r in conn.execute(
+                    text("SELECT pcode, name, country, level FROM admin_units WHERE boundary_set_id = :s"),
+                    {"s": s},
+                ).mappings()
+            ]
+        )
         merged = frame.merge(units, on="pcode").sort_values("pcode")
-        out += [{"pcode": r.pcode, "name": r.name, "country": r.country, "level": int(r.level),
-                 "boundary_set": s, "value": float(r.value), "period": r.period, "flags": list(r.flags)}
-                for r in merged.itertuples(index=False)]
+        out += [
+            {
+                "pcode": r.pcode,
+                "name": r.name,
+                "country": r.country,
+                "level": int(r.level),
+                "boundary_set": s,
+                "value": float(r.value),
+                "period": r.period,
+                "flags": list(r.flags),
+            }
+            for r in merged.itertuples(index=False)
+        ]
     return out
 
 
 def unit_values(conn: Connection, set_id: str, pcode: str) -> list[dict[str, Any]]:
     """All indicator values of one unit, direct or through the crosswalk, with their sources."""
-    rows = conn.execute(text("""
+    rows = (
+        conn.execute(
+            text("""
         SELECT i.code, i.name_en, i.name_es, i.theme, i.direction, i.unit, i.measure, o.value, o.period,
                o.flags, s.id AS source_id, s.title AS source_title
         FROM observations o JOIN indicators i ON i.code = o.indicator_code JOIN sources s ON s.id = o.source_id
         WHERE o.boundary_set_id = :set AND o.pcode = :pcode ORDER BY i.theme, i.code"""),
-        {"set": set_id, "pcode": pcode}).mappings().all()
+            {"set": set_id, "pcode": pcode},
+        )
+        .mappings()
+        .all()
+    )
     out = [_unit_value(dict(r)) for r in rows]
     have = {r["code"] for r in out}
     for other, way, _ in _links(conn, set_id):
-        linked = conn.execute(text("""
+        linked = (
+            conn.execute(
+                text("""
             SELECT DISTINCT i.code, i.name_en, i.name_es, i.theme, i.direction, i.unit, i.measure,
                    s.id AS source_id, s.title AS source_title
             FROM observations o JOIN indicators i ON i.code = o.indicator_code JOIN sources s ON s.id = i.source_id
-            WHERE o.boundary_set_id = :o"""), {"o": other}).mappings().all()
+            WHERE o.boundary_set_id = :o"""),
+                {"o": other},
+            )
+            .mappings()
+            .all()
+        )
         for ind in linked:
             if ind["code"] in have:
                 continue
@@ -203,13 +331,25 @@ def unit_values(conn: Connection, set_id: str, pcode: str) -> list[dict[str, Any
             hit = derived[derived["pcode"] == pcode]
             if not hit.empty:
                 r = hit.iloc[0]
-                out.append(_unit_value({**dict(ind), "value": r["value"], "period": r["period"],
-                                        "flags": r["flags"]}))
+                out.append(
+                    _unit_value(
+                        {**dict(ind), "value": r["value"], "period": r["period"], "flags": r["flags"]}
+                    )
+                )
                 have.add(ind["code"])
     return out
 
 
 def _unit_value(r: dict[str, Any]) -> dict[str, Any]:
-    return {"code": r["code"], "name_en": r["name_en"], "name_es": r["name_es"], "theme": r["theme"],
-            "direction": r["direction"], "unit": r["unit"], "value": float(r["value"]), "period": r["period"],
-            "flags": list(r["flags"]), "source": {"id": r["source_id"], "title": r["source_title"]}}
+    return {
+        "code": r["code"],
+        "name_en": r["name_en"],
+        "name_es": r["name_es"],
+        "theme": r["theme"],
+        "direction": r["direction"],
+        "unit": r["unit"],
+        "value": float(r["value"]),
+        "period": r["period"],
+        "flags": list(r["flags"]),
+        "source": {"id": r["source_id"], "title": r["source_title"]},
+    }

@@ -72,7 +72,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_settings(url: str | None, cache: Path, **kw: object) -> Settings:
     """Settings for tests: the given database, a private cache, no downloads."""
-    return Settings(database_url=url, data_cache=cache, allow_download=False, **kw)  # type: ignore[arg-type]
+    return Settings(  # type: ignore[arg-type]
+        database_url=url, data_cache=cache, raster_dir=cache / "rasters", allow_download=False, **kw
+    )
 
 
 @pytest.fixture(scope="session")

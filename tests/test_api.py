@@ -24,7 +24,9 @@ def test_health(client: TestClient) -> None:
     assert body["status"] == "ok"
     assert body["database"]["reachable"] is True
     assert body["database"]["units"] == 1012
-    assert body["database"]["revision"] == "0001"
+    from app.db import head_revision
+
+    assert body["database"]["revision"] == head_revision()
 
 
 def test_health_503_when_database_unreachable(settings: Settings) -> None:

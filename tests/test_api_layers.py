@@ -43,17 +43,21 @@ def test_values_json(client: TestClient) -> None:
 
 def test_values_through_the_crosswalk(client: TestClient) -> None:
     on_44 = {i["pcode"]: i for i in client.get("/v1/indicators/emigrants/values").json()["items"]}
-    on_262 = client.get("/v1/indicators/emigrants/values", params={"set": "slv-2021-distritos"}).json()["items"]
+    on_262 = client.get("/v1/indicators/emigrants/values", params={"set": "slv-2021-distritos"}).json()[
+        "items"
+    ]
     assert len(on_262) == 262
     assert all("derived_through_crosswalk" in i["flags"] for i in on_262)
     # counts split by area share: the total is kept
     assert sum(i["value"] for i in on_262) == pytest.approx(sum(i["value"] for i in on_44.values()))
     # rates carry down unchanged: Atiquizaya (SV0103) lies in Ahuachapán Norte (SVM0113)
     rate_44 = client.get("/v1/indicators/emigrants_per_1000/values").json()["items"]
-    rate_262 = client.get("/v1/indicators/emigrants_per_1000/values",
-                          params={"set": "slv-2021-distritos"}).json()["items"]
+    rate_262 = client.get(
+        "/v1/indicators/emigrants_per_1000/values", params={"set": "slv-2021-distritos"}
+    ).json()["items"]
     assert next(i["value"] for i in rate_262 if i["pcode"] == "SV0103") == pytest.approx(
-        next(i["value"] for i in rate_44 if i["pcode"] == "SVM0113"))
+        next(i["value"] for i in rate_44 if i["pcode"] == "SVM0113")
+    )
 
 
 def test_values_csv_and_geojson(client: TestClient) -> None:

@@ -33,8 +33,11 @@ def _values(engine: Engine, code: str, set_id: str | None = None) -> dict[str, f
 
 def _flags(engine: Engine, code: str) -> dict[str, list[str]]:
     with engine.connect() as conn:
-        return dict(conn.execute(text("SELECT pcode, flags FROM observations WHERE indicator_code = :c"),
-                                 {"c": code}).all())
+        return dict(
+            conn.execute(
+                text("SELECT pcode, flags FROM observations WHERE indicator_code = :c"), {"c": code}
+            ).all()
+        )
 
 
 def test_catalogue_maps_every_a2sit_column_with_a_reason(settings: Settings) -> None:
@@ -85,12 +88,16 @@ def test_slv_census(engine: Engine, settings: Settings) -> None:
     raw = pd.read_csv(_mirror(settings, "slv-censo2024", "municipios"), dtype={"municdesc.x": str})
     pop = _values(engine, "population", "slv-2024-municipios")
     assert len(pop) == 44
-    assert sum(pop.values()) == raw["poblacion_total"].sum() - raw.loc[raw["municdesc.x"] == "1501",
-                                                                       "poblacion_total"].sum()
+    assert (
+        sum(pop.values())
+        == raw["poblacion_total"].sum() - raw.loc[raw["municdesc.x"] == "1501", "poblacion_total"].sum()
+    )
     # census 0101 = Ahuachapán Centro (reform code 14), 0102 = Ahuachapán Norte (reform code 13)
     assert pop["SVM0114"] == 180913 and pop["SVM0113"] == 65290
     with engine.connect() as conn:
-        centro = conn.execute(text("SELECT pcode FROM admin_units WHERE name = 'San Salvador Centro'")).scalar()
+        centro = conn.execute(
+            text("SELECT pcode FROM admin_units WHERE name = 'San Salvador Centro'")
+        ).scalar()
     # the file labels its 0601 row 'Cuscatlán Norte': a shifted label; code 0601 is San Salvador Centro
     assert pop[centro] == 673319
     rate = _values(engine, "emigrants_per_1000")
@@ -100,11 +107,15 @@ def test_slv_census(engine: Engine, settings: Settings) -> None:
 
 
 def test_slv_census_codes_are_alphabetical_within_department() -> None:
-    reform = pd.DataFrame({
-        "dep_code": ["01", "01", "01", "01"], "mun_code": ["13", "13", "14", "15"],
-        "mun_name": ["Ahuachapan Norte", "Ahuachapan Norte", "Ahuachapan Centro", "Ahuachapán Sur"],
-        "distrito": ["a", "b", "c", "d"], "dep_name": ["Ahuachapán"] * 4,
-    })
+    reform = pd.DataFrame(
+        {
+            "dep_code": ["01", "01", "01", "01"],
+            "mun_code": ["13", "13", "14", "15"],
+            "mun_name": ["Ahuachapan Norte", "Ahuachapan Norte", "Ahuachapan Centro", "Ahuachapán Sur"],
+            "distrito": ["a", "b", "c", "d"],
+            "dep_name": ["Ahuachapán"] * 4,
+        }
+    )
     codes = census_codes(reform).set_index("census_code")["mun_code"].to_dict()
     assert codes == {"0101": "14", "0102": "13", "0103": "15"}
 
@@ -122,14 +133,21 @@ def test_hnd_emr_survey(engine: Engine, settings: Settings) -> None:
 
 def test_department_census_level_one(engine: Engine) -> None:
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT o.boundary_set_id, o.pcode, u.level, o.period FROM observations o JOIN admin_units u "
-            "ON u.boundary_set_id = o.boundary_set_id AND u.pcode = o.pcode "
-            "WHERE o.indicator_code = 'dept_emigrants_per_1000'")).all()
+        rows = conn.execute(
+            text(
+                "SELECT o.boundary_set_id, o.pcode, u.level, o.period FROM observations o JOIN admin_units u "
+                "ON u.boundary_set_id = o.boundary_set_id AND u.pcode = o.pcode "
+                "WHERE o.indicator_code = 'dept_emigrants_per_1000'"
+            )
+        ).all()
     assert {r.level for r in rows} == {1}
     per_set = pd.Series([r.boundary_set_id for r in rows]).value_counts().to_dict()
-    assert per_set == {"gtm-municipios": 22, "hnd-municipios": 18, "slv-2021-distritos": 14,
-                       "slv-2024-municipios": 14}
+    assert per_set == {
+        "gtm-municipios": 22,
+        "hnd-municipios": 18,
+        "slv-2021-distritos": 14,
+        "slv-2024-municipios": 14,
+    }
     assert {r.period for r in rows if r.pcode == "GT01"} == {"2018"}
 
 
@@ -139,11 +157,15 @@ def test_layer_reload_is_unchanged(fresh: tuple[Engine, Settings]) -> None:
 
     engine, settings = fresh
     with engine.connect() as conn:
-        before = conn.execute(text("SELECT id, indicator_code, pcode, value FROM observations ORDER BY id")).all()
+        before = conn.execute(
+            text("SELECT id, indicator_code, pcode, value FROM observations ORDER BY id")
+        ).all()
     for sid in ("gtm-a2sit", "slv-censo2024", "hnd-emr2023", "department-census"):
         assert load_source(engine, settings, sid).status == "unchanged"
     with engine.connect() as conn:
-        after = conn.execute(text("SELECT id, indicator_code, pcode, value FROM observations ORDER BY id")).all()
+        after = conn.execute(
+            text("SELECT id, indicator_code, pcode, value FROM observations ORDER BY id")
+        ).all()
     assert after == before
     assert snapshot(engine)["units"]
 
@@ -157,8 +179,12 @@ def test_truncated_xlsx_template(fresh: tuple[Engine, Settings], tmp_path: Path)
     with engine.connect() as conn:
         before = conn.execute(text("SELECT count(*), sum(value) FROM observations")).one()
     original = _mirror(settings, "gtm-a2sit", "indicators").read_bytes()
-    s, sources = _private(settings, tmp_path, "gtm-a2sit",
-                          {"A2SIT_data_input_template_GTM.xlsx": original[: len(original) // 2]})
+    s, sources = _private(
+        settings,
+        tmp_path,
+        "gtm-a2sit",
+        {"A2SIT_data_input_template_GTM.xlsx": original[: len(original) // 2]},
+    )
     with pytest.raises(DataError, match="not a readable XLSX workbook"):
         load_source(engine, s, "gtm-a2sit", sources=sources, force=True)
     with engine.connect() as conn:
@@ -175,7 +201,9 @@ def test_a2sit_text_in_numeric_column(fresh: tuple[Engine, Settings], tmp_path: 
     wb["Data"]["L6"] = "n/a"  # IntraFamViolencia of GT0101
     bad = tmp_path / "bad.xlsx"
     wb.save(bad)
-    s, sources = _private(settings, tmp_path, "gtm-a2sit", {"A2SIT_data_input_template_GTM.xlsx": bad.read_bytes()})
+    s, sources = _private(
+        settings, tmp_path, "gtm-a2sit", {"A2SIT_data_input_template_GTM.xlsx": bad.read_bytes()}
+    )
     with pytest.raises(DataError) as err:
         load_source(engine, s, "gtm-a2sit", sources=sources, force=True)
     assert any("IntraFamViolencia row 6: 'n/a' is not a number" in e for e in err.value.errors)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, inspect, text
 
-from app.db import current_revision, upgrade
+from app.db import current_revision, head_revision, upgrade
 from tests.conftest import PG
 
 
@@ -15,10 +15,20 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert current_revision(conn) is None
     upgrade(url)
     with engine.connect() as conn:
-        assert current_revision(conn) == "0001"
+        assert current_revision(conn) == head_revision() == "0002"
         assert conn.execute(text("SELECT extname FROM pg_extension WHERE extname = 'postgis'")).scalar()
         tables = set(inspect(conn).get_table_names())
-        assert {"sources", "source_files", "boundary_sets", "admin_units", "crosswalk"} <= tables
+        assert {
+            "sources",
+            "source_files",
+            "boundary_sets",
+            "admin_units",
+            "crosswalk",
+            "indicators",
+            "observations",
+            "storms",
+            "storm_fixes",
+        } <= tables
         gist = (
             conn.execute(
                 text(
@@ -29,6 +39,10 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
             .all()
         )
         assert set(gist) == {"ix_admin_units_geom", "ix_admin_units_geom_simple"}
+        assert (
+            conn.execute(text("SELECT count(*) FROM pg_indexes WHERE indexdef ILIKE '%USING gist%'")).scalar()
+            == 4
+        )
         geom_types = dict(
             conn.execute(
                 text(
@@ -39,7 +53,7 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert geom_types == {"geom": "MULTIPOLYGON:4326", "geom_simple": "MULTIPOLYGON:4326"}
     upgrade(url)  # a second upgrade is a no-op
     with engine.connect() as conn:
-        assert current_revision(conn) == "0001"
+        assert current_revision(conn) == head_revision() == "0002"
     engine.dispose()
     pg.drop("mig_from_empty")
 

@@ -38,14 +38,18 @@ def test_matcher_ambiguous_names_need_a_department(gtm_units: pd.DataFrame) -> N
     m = match_rows(pd.Series(["San José"]), gtm_units, by="name")
     assert m.pcodes == [None] and m.ambiguous and "GT1702" in m.ambiguous[0]
     for dep in ("Petén", "peten", "GT17", "17"):
-        assert match_rows(pd.Series(["San José"]), gtm_units, by="name", departments=pd.Series([dep])).pcodes == [
-            "GT1702"]
+        assert match_rows(
+            pd.Series(["San José"]), gtm_units, by="name", departments=pd.Series([dep])
+        ).pcodes == ["GT1702"]
     m = match_rows(pd.Series(["San José"]), gtm_units, by="name", departments=pd.Series(["Atlantis"]))
     assert m.pcodes == [None] and "department 'Atlantis' not found" in m.unmatched[0]
 
 
 def test_matcher_national_code_and_pcode(gtm_units: pd.DataFrame) -> None:
-    assert match_rows(pd.Series(["101", "0206"]), gtm_units, by="national_code").pcodes == ["GT0101", "GT0206"]
+    assert match_rows(pd.Series(["101", "0206"]), gtm_units, by="national_code").pcodes == [
+        "GT0101",
+        "GT0206",
+    ]
     assert match_rows(pd.Series(["gt1802"]), gtm_units, by="pcode").pcodes == ["GT1802"]
 
 
@@ -57,17 +61,32 @@ def _count(engine: Engine) -> tuple[int, float | None]:
 def test_table_by_name_csv(fresh: Fresh, tmp_path: Path) -> None:
     engine, _ = fresh
     f = tmp_path / "homicides.csv"
-    f.write_text("municipio;departamento;tasa\nSan José;Petén;12,5\nSAN JOSE PINULA;Guatemala;7\n".replace(",", "."),
-                 encoding="utf-8")
+    f.write_text(
+        "municipio;departamento;tasa\nSan José;Petén;12,5\nSAN JOSE PINULA;Guatemala;7\n".replace(",", "."),
+        encoding="utf-8",
+    )
     ind = user_indicator("homicide_rate_user", theme="IV", unit="per 100000", period="2023")
     with engine.connect() as conn:
-        layer = prepare_table(conn, f, ind, TableSpec(key="name", key_column="municipio", value_column="tasa",
-                                                      department_column="departamento", country="GTM"))
+        layer = prepare_table(
+            conn,
+            f,
+            ind,
+            TableSpec(
+                key="name",
+                key_column="municipio",
+                value_column="tasa",
+                department_column="departamento",
+                country="GTM",
+            ),
+        )
     report = store_layer(engine, layer)
     assert report.values == {"homicide_rate_user": 2}
     with engine.connect() as conn:
-        got = dict(conn.execute(text(
-            "SELECT pcode, value FROM observations WHERE indicator_code = 'homicide_rate_user'")).all())
+        got = dict(
+            conn.execute(
+                text("SELECT pcode, value FROM observations WHERE indicator_code = 'homicide_rate_user'")
+            ).all()
+        )
         src = conn.execute(text("SELECT kind, title FROM sources WHERE id = 'user-homicide_rate_user'")).one()
     assert got == {"GT1702": 12.5, "GT0103": 7.0}
     assert src.kind == "user" and "homicides.csv" in src.title
@@ -83,12 +102,15 @@ def test_table_xlsx_by_pcode(fresh: Fresh, tmp_path: Path) -> None:
     assert store_layer(engine, layer).values == {"x_user": 2}
 
 
-@pytest.mark.parametrize(("content", "phrase"), [
-    ("pcode,value\nGT0101,1\nGT9999,2\n", "1 rows match no unit"),
-    ("pcode,value\nGT0101,1\ngt0101,2\n", "several rows for the same unit"),
-    ("pcode,value\nGT0101,1\nGT0102,lots\n", "text where numbers belong (lines [3])"),
-    ("code,value\nGT0101,1\n", "no column ['pcode']"),
-])
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        ("pcode,value\nGT0101,1\nGT9999,2\n", "1 rows match no unit"),
+        ("pcode,value\nGT0101,1\ngt0101,2\n", "several rows for the same unit"),
+        ("pcode,value\nGT0101,1\nGT0102,lots\n", "text where numbers belong (lines [3])"),
+        ("code,value\nGT0101,1\n", "no column ['pcode']"),
+    ],
+)
 def test_table_bad_inputs_store_nothing(fresh: Fresh, tmp_path: Path, content: str, phrase: str) -> None:
     engine, _ = fresh
     before = _count(engine)
@@ -134,8 +156,15 @@ def test_user_indicator_is_checked() -> None:
 def _raster(path: Path, crs: str | None, value: float = 5.0) -> Path:
     data = np.full((100, 100), value, dtype="float32")
     data[:, :50] = -9999  # western half nodata
-    profile = {"driver": "GTiff", "height": 100, "width": 100, "count": 1, "dtype": "float32",
-               "transform": from_origin(-90.0, 15.0, 0.01, 0.01), "nodata": -9999}
+    profile = {
+        "driver": "GTiff",
+        "height": 100,
+        "width": 100,
+        "count": 1,
+        "dtype": "float32",
+        "transform": from_origin(-90.0, 15.0, 0.01, 0.01),
+        "nodata": -9999,
+    }
     if crs:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as dst:
@@ -150,8 +179,9 @@ def test_raster_loader(fresh: Fresh, tmp_path: Path) -> None:
         layer = prepare_raster(conn, tif, user_indicator("field_user"), set_ids=["gtm-municipios"])
     store_layer(engine, layer)
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT pcode, value, flags FROM observations WHERE indicator_code = 'field_user'")).all()
+        rows = conn.execute(
+            text("SELECT pcode, value, flags FROM observations WHERE indicator_code = 'field_user'")
+        ).all()
     assert rows and all(r.value == pytest.approx(5.0) for r in rows)
     assert len(rows) < 340  # the raster covers only a part of Guatemala: others get no value
 

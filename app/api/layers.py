@@ -52,7 +52,9 @@ def list_indicators(conn: ConnDep, theme: Theme | None = None) -> ORJSONResponse
     return ORJSONResponse(_page(ind.catalogue(conn, theme.value if theme else None)))
 
 
-@router.get("/indicators/{code}/values", summary="Values of one indicator per municipio, with period and flags")
+@router.get(
+    "/indicators/{code}/values", summary="Values of one indicator per municipio, with period and flags"
+)
 def indicator_values(
     conn: ConnDep,
     code: str,
@@ -69,21 +71,67 @@ def indicator_values(
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["pcode", "name", "country", "boundary_set", "value", "period", "flags"])
         for i in items:
-            writer.writerow([i["pcode"], i["name"], i["country"], i["boundary_set"], repr(i["value"]), i["period"],
-                             ";".join(i["flags"])])
-        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{code}.csv"'})
+            writer.writerow(
+                [
+                    i["pcode"],
+                    i["name"],
+                    i["country"],
+                    i["boundary_set"],
+                    repr(i["value"]),
+                    i["period"],
+                    ";".join(i["flags"]),
+                ]
+            )
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{code}.csv"'},
+        )
     if format is ValuesFormat.geojson:
-        geoms = {(r.boundary_set_id, r.pcode): r.g for r in conn.execute(text(
-            "SELECT boundary_set_id, pcode, ST_AsGeoJSON(geom_simple, 6) AS g FROM admin_units "
-            "WHERE boundary_set_id = ANY(:s)"), {"s": sorted({i["boundary_set"] for i in items})})}
-        features = [{"type": "Feature", "id": i["pcode"], "properties": i,
-                     "geometry": orjson.loads(geoms[(i["boundary_set"], i["pcode"])])} for i in items]
-        return GeoJSONResponse({"type": "FeatureCollection", "numberMatched": len(items),
-                                "numberReturned": len(items), "features": features})
+        geoms = {
+            (r.boundary_set_id, r.pcode): r.g
+            for r in conn.execute(
+                text(
+                    "SELECT boundary_set_id, pcode, ST_AsGeoJSON(geom_simple, 6) AS g FROM admin_units "
+                    "WHERE boundary_set_id = ANY(:s)"
+                ),
+                {"s": sorted({i["boundary_set"] for i in items})},
+            )
+        }
+        features = [
+            {
+                "type": "Feature",
+                "id": i["pcode"],
+                "properties": i,
+                "geometry": orjson.loads(geoms[(i["boundary_set"], i["pcode"])]),
+            }
+            for i in items
+        ]
+        return GeoJSONResponse(
+            {
+                "type": "FeatureCollection",
+                "numberMatched": len(items),
+                "numberReturned": len(items),
+                "features": features,
+            }
+        )
     definition = ind.indicator(conn, code)
-    return ORJSONResponse({
-        "indicator": {k: definition[k] for k in ("code", "name_en", "name_es", "theme", "direction", "unit",
-                                                 "measure", "period", "source_id")},
-        **_page(items),
-    })
+    return ORJSONResponse(
+        {
+            "indicator": {
+                k: definition[k]
+                for k in (
+                    "code",
+                    "name_en",
+                    "name_es",
+                    "theme",
+                    "direction",
+                    "unit",
+                    "measure",
+                    "period",
+                    "source_id",
+                )
+            },
+            **_page(items),
+        }
+    )

@@ -127,8 +127,13 @@ def reconcile_pcodes(data: pd.DataFrame, units: pd.DataFrame) -> tuple[pd.Series
 
 def _same_place(a: str, b: str) -> bool:
     """Name keys of one place: equal, or one the other's ending ('petapa' and 'san miguel petapa')."""
-    return a == b or f" {a}".endswith(f" {b}") or f" {b}".endswith(f" {a}") or f"{a} ".startswith(f"{b} ") \
+    return (
+        a == b
+        or f" {a}".endswith(f" {b}")
+        or f" {b}".endswith(f" {a}")
+        or f"{a} ".startswith(f"{b} ")
         or f"{b} ".startswith(f"{a} ")
+    )
 
 
 def _indicator_for(column: pd.Series, source_id: str, catalogue: dict[str, Indicator]) -> Indicator:

@@ -21,6 +21,7 @@ from app.ingest.layers import (
     Layer,
     observations_frame,
 )
+from app.settings import Settings
 from app.sources import Resolver, Source
 from app.text import name_key
 
@@ -71,6 +72,7 @@ def census_codes(reform: pd.DataFrame) -> pd.DataFrame:
 
 def prepare_slv_census(
     conn: Connection,
+    settings: Settings,
     sources: dict[str, Source],
     resolver: Resolver,
     catalogue: dict[str, Indicator],
@@ -208,6 +210,7 @@ HND_INSECURITY_CAUSES = {
 
 def prepare_hnd_emr(
     conn: Connection,
+    settings: Settings,
     sources: dict[str, Source],
     resolver: Resolver,
     catalogue: dict[str, Indicator],
@@ -220,8 +223,14 @@ def prepare_hnd_emr(
     progress("reading the survey table")
     frame = _numbers(_csv(paths[f], source.id, {"munic", "cause", "emigrants"}), ["emigrants"], source.id, f)
     unknown = frame["munic"].isin(["NA", ""])
-    notes = [f"{int(unknown.sum())} rows ({frame.loc[unknown, 'emigrants'].sum():,.0f} weighted emigrants) have no "
-             "municipio in the file and count in no municipio"] if unknown.any() else []
+    notes = (
+        [
+            f"{int(unknown.sum())} rows ({frame.loc[unknown, 'emigrants'].sum():,.0f} weighted emigrants) have no "
+            "municipio in the file and count in no municipio"
+        ]
+        if unknown.any()
+        else []
+    )
     frame = frame[~unknown]
     if not frame["munic"].str.fullmatch(r"\d{3,4}").all():
         bad = frame.loc[~frame["munic"].str.fullmatch(r"\d{3,4}"), "munic"].head(5).tolist()
@@ -277,6 +286,7 @@ DEPT_PERIODS = {"GTM": "2018", "HND": "2023-2024", "SLV": "2024"}
 
 def prepare_department_census(
     conn: Connection,
+    settings: Settings,
     sources: dict[str, Source],
     resolver: Resolver,
     catalogue: dict[str, Indicator],

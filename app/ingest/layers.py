@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,8 @@ class Layer:
     observations: pd.DataFrame  # indicator_code, boundary_set_id, pcode, period, value, flags, file_sha256
     validation: Validation = field(default_factory=Validation)
     notes: list[str] = field(default_factory=list)
+    # more rows to write in the same transaction (the storms behind the hurricane indicators)
+    extra: Callable[[Connection, datetime], None] | None = None
 
 
 OBSERVATION_COLUMNS = [
@@ -242,9 +244,7 @@ def store_layer(bind: Engine | Connection, layer: Layer, *, force: bool = False)
     obs = flag_out_of_range(layer.observations, layer.indicators)
     with transaction(bind) as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOAD_LOCK})
-        validation = validate_layer(
-            conn, Layer(layer.source, layer.used, layer.indicators, obs, layer.validation)
-        )
+        validation = validate_layer(conn, replace(layer, observations=obs))
         if not validation.ok:
             raise DataError(
                 f"Source '{layer.source.id}' failed validation; nothing was stored: "
@@ -271,6 +271,8 @@ def _write(conn: Connection, layer: Layer, obs: pd.DataFrame) -> None:
     now = datetime.now(UTC)
     for source, _ in layer.used:
         record_source(conn, source, now)
+    if layer.extra is not None:
+        layer.extra(conn, now)
     conn.execute(
         text("""
             INSERT INTO indicators (code, name_es, name_en, unit, theme, direction, measure, valid_min,

@@ -12,16 +12,20 @@ from app.ingest.a2sit import prepare_a2sit
 from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
 from app.ingest.census import prepare_department_census, prepare_hnd_emr, prepare_slv_census
 from app.ingest.common import Progress, no_progress
+from app.ingest.hazards import prepare_hurricanes
 from app.ingest.layers import Indicator, Layer, LayerReport, load_catalogue, store_layer
 from app.ingest.store import LoadReport, store
 from app.settings import Settings
 from app.sources import Resolver, Source, load_manifest
 
-LayerPreparer = Callable[[Connection, dict[str, Source], Resolver, dict[str, Indicator], Progress], Layer]
+LayerPreparer = Callable[
+    [Connection, Settings, dict[str, Source], Resolver, dict[str, Indicator], Progress], Layer
+]
 
 
 def _a2sit(
     conn: Connection,
+    settings: Settings,
     sources: dict[str, Source],
     resolver: Resolver,
     catalogue: dict[str, Indicator],
@@ -36,6 +40,7 @@ LAYER_LOADERS: dict[str, LayerPreparer] = {
     "slv-censo2024": prepare_slv_census,
     "hnd-emr2023": prepare_hnd_emr,
     "department-census": prepare_department_census,
+    "hurdat2-dplyr": prepare_hurricanes,
 }
 
 Report = LoadReport | LayerReport
@@ -67,10 +72,12 @@ def load_source(
     elif loader_id in LAYER_LOADERS:
         catalogue = load_catalogue(settings.indicator_catalogue)
         if isinstance(bind, Connection):
-            layer = LAYER_LOADERS[loader_id](bind, sources, Resolver(settings), catalogue, progress)
+            layer = LAYER_LOADERS[loader_id](bind, settings, sources, Resolver(settings), catalogue, progress)
         else:
             with bind.connect() as conn:
-                layer = LAYER_LOADERS[loader_id](conn, sources, Resolver(settings), catalogue, progress)
+                layer = LAYER_LOADERS[loader_id](
+                    conn, settings, sources, Resolver(settings), catalogue, progress
+                )
         progress("storing")
         report = store_layer(bind, layer, force=force)
     else:

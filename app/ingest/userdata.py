@@ -19,27 +19,56 @@ from app.ingest.matching import default_set, match_rows, units_frame
 from app.sources import Source, SourceFile, sha256_of
 
 # P-code prefix → boundary set, longest prefix first
-SET_BY_PCODE_PREFIX = (("SVM", "slv-2024-municipios"), ("SV", "slv-2021-distritos"), ("GT", "gtm-municipios"),
-                       ("HN", "hnd-municipios"))
+SET_BY_PCODE_PREFIX = (
+    ("SVM", "slv-2024-municipios"),
+    ("SV", "slv-2021-distritos"),
+    ("GT", "gtm-municipios"),
+    ("HN", "hnd-municipios"),
+)
 
 
 def user_source(path: Path, indicator: Indicator, fmt: str) -> Source:
     """A provenance record for a user's file: its name and sha256."""
     sha = sha256_of(path)
     return Source(
-        id=indicator.source_id, kind="user", title=f"{indicator.name_en}: {path.name}", publisher="user upload",
-        licence="as supplied by the user", citation=f"User file {path.name} (sha256 {sha[:12]}…)", mirror_dir="",
+        id=indicator.source_id,
+        kind="user",
+        title=f"{indicator.name_en}: {path.name}",
+        publisher="user upload",
+        licence="as supplied by the user",
+        citation=f"User file {path.name} (sha256 {sha[:12]}…)",
+        mirror_dir="",
         files=(SourceFile(name=path.name, sha256=sha, format=fmt),),
     )
 
 
-def user_indicator(code: str, *, name: str | None = None, theme: str = "context", direction: int = 1,
-                   unit: str = "as supplied", measure: str = "rate", period: str = "unstated",
-                   valid_min: float | None = None, valid_max: float | None = None) -> Indicator:
+def user_indicator(
+    code: str,
+    *,
+    name: str | None = None,
+    theme: str = "context",
+    direction: int = 1,
+    unit: str = "as supplied",
+    measure: str = "rate",
+    period: str = "unstated",
+    valid_min: float | None = None,
+    valid_max: float | None = None,
+) -> Indicator:
     """An indicator defined by a user for their own layer; checked like the catalogue's."""
-    ind = Indicator(code=code, name_en=name or code, name_es=name or code, unit=unit, theme=theme,
-                    direction=direction, measure=measure, source_id=f"user-{code}", period=period,
-                    valid_min=valid_min, valid_max=valid_max, reason="user layer")
+    ind = Indicator(
+        code=code,
+        name_en=name or code,
+        name_es=name or code,
+        unit=unit,
+        theme=theme,
+        direction=direction,
+        measure=measure,
+        source_id=f"user-{code}",
+        period=period,
+        valid_min=valid_min,
+        valid_max=valid_max,
+        reason="user layer",
+    )
     problems = ind.check()
     if problems:
         raise InvalidParameter("; ".join(problems))
@@ -67,16 +96,28 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
         if suffix in (".xlsx", ".xlsm"):
             frame = pd.read_excel(path, sheet_name=sheet or 0, dtype=str, engine="openpyxl")
         elif suffix in (".csv", ".txt"):
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=None,
-                                engine="python")
+            frame = pd.read_csv(
+                path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=None, engine="python"
+            )
         else:
-            raise DataError(f"File '{path.name}': tables must be CSV or XLSX, not '{suffix or 'no extension'}'.")
+            raise DataError(
+                f"File '{path.name}': tables must be CSV or XLSX, not '{suffix or 'no extension'}'."
+            )
     except DataError:
         raise
-    except (zipfile.BadZipFile, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError, OSError,
-            EOFError) as exc:
-        raise DataError(f"File '{path.name}' cannot be read as a table (truncated or not "
-                        f"{suffix.lstrip('.').upper()}?): {str(exc).splitlines()[0][:160]}") from exc
+    except (
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        UnicodeDecodeError,
+        pd.errors.ParserError,
+        OSError,
+        EOFError,
+    ) as exc:
+        raise DataError(
+            f"File '{path.name}' cannot be read as a table (truncated or not "
+            f"{suffix.lstrip('.').upper()}?): {str(exc).splitlines()[0][:160]}"
+        ) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.fillna("")
 
@@ -85,8 +126,9 @@ def _target_set(conn: Connection, spec: TableSpec, keys: pd.Series) -> str:
     if spec.set_id:
         return spec.set_id
     if spec.key == "pcode":
-        prefixes = {next((s for p, s in SET_BY_PCODE_PREFIX if str(k).upper().startswith(p)), None)
-                    for k in keys}
+        prefixes = {
+            next((s for p, s in SET_BY_PCODE_PREFIX if str(k).upper().startswith(p)), None) for k in keys
+        }
         if len(prefixes) == 1 and None not in prefixes:
             return str(prefixes.pop())
         raise InvalidParameter("P-codes span several boundary sets or none: give set= (e.g. gtm-municipios).")
@@ -98,7 +140,9 @@ def _target_set(conn: Connection, spec: TableSpec, keys: pd.Series) -> str:
 def prepare_table(conn: Connection, path: Path, indicator: Indicator, spec: TableSpec) -> Layer:
     """Match a user's table to units and build a layer; refuses a partial match unless accepted."""
     frame = read_table(path, spec.sheet)
-    needed = [spec.key_column, spec.value_column] + ([spec.department_column] if spec.department_column else [])
+    needed = [spec.key_column, spec.value_column] + (
+        [spec.department_column] if spec.department_column else []
+    )
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"File '{path.name}': no column {missing}; columns are {list(frame.columns)[:20]}.")
@@ -109,8 +153,9 @@ def prepare_table(conn: Connection, path: Path, indicator: Indicator, spec: Tabl
     text_cells = values.isna() & (frame[spec.value_column].str.strip() != "")
     if text_cells.any():
         lines = [int(i) + 2 for i in frame.index[text_cells][:10]]
-        raise DataError(f"File '{path.name}': column {spec.value_column} has text where numbers belong "
-                        f"(lines {lines}).")
+        raise DataError(
+            f"File '{path.name}': column {spec.value_column} has text where numbers belong (lines {lines})."
+        )
     set_id = _target_set(conn, spec, frame[spec.key_column])
     units = units_frame(conn, set_id)
     deps = frame[spec.department_column] if spec.department_column else None
@@ -119,19 +164,30 @@ def prepare_table(conn: Connection, path: Path, indicator: Indicator, spec: Tabl
         raise DataError(
             f"File '{path.name}': {len(match.unmatched)} rows match no unit and {len(match.ambiguous)} match "
             f"several, in {set_id}; nothing was stored. Fix them or accept a partial load.",
-            [f"unmatched: {u}" for u in match.unmatched[:50]] + [f"ambiguous: {a}" for a in match.ambiguous[:50]],
+            [f"unmatched: {u}" for u in match.unmatched[:50]]
+            + [f"ambiguous: {a}" for a in match.ambiguous[:50]],
         )
     frame = frame.assign(_pcode=match.pcodes, _value=values)
     kept = frame[frame["_pcode"].notna()]
     dup = kept[kept["_pcode"].duplicated(keep=False)]
     if not dup.empty:
-        raise DataError(f"File '{path.name}': several rows for the same unit: "
-                        f"{sorted(set(dup['_pcode']))[:10]}; nothing was stored.")
+        raise DataError(
+            f"File '{path.name}': several rows for the same unit: "
+            f"{sorted(set(dup['_pcode']))[:10]}; nothing was stored."
+        )
     source = user_source(path, indicator, path.suffix.lstrip(".").lower())
     rows: list[dict[str, Any]] = [
-        {"indicator_code": indicator.code, "boundary_set_id": set_id, "pcode": p, "period": indicator.period,
-         "value": float(v), "flags": [], "file_sha256": source.files[0].sha256}
-        for p, v in zip(kept["_pcode"], kept["_value"], strict=True) if pd.notna(v)
+        {
+            "indicator_code": indicator.code,
+            "boundary_set_id": set_id,
+            "pcode": p,
+            "period": indicator.period,
+            "value": float(v),
+            "flags": [],
+            "file_sha256": source.files[0].sha256,
+        }
+        for p, v in zip(kept["_pcode"], kept["_value"], strict=True)
+        if pd.notna(v)
     ]
     notes = [f"{len(rows)} values matched in {set_id} by {spec.key}"]
     if match.unmatched:
@@ -141,7 +197,9 @@ def prepare_table(conn: Connection, path: Path, indicator: Indicator, spec: Tabl
     blanks = int(kept["_value"].isna().sum())
     if blanks:
         notes.append(f"{blanks} rows have no value: no data, not zero")
-    return Layer(source, [(source, {path.name: path})], [indicator], observations_frame(rows), Validation(), notes)
+    return Layer(
+        source, [(source, {path.name: path})], [indicator], observations_frame(rows), Validation(), notes
+    )
 
 
 RASTER_STATS = ("mean", "min", "max", "sum", "share_above", "share_below")
@@ -150,17 +208,28 @@ RASTER_STATS = ("mean", "min", "max", "sum", "share_above", "share_below")
 def zones(conn: Connection, set_ids: list[str]) -> gpd.GeoDataFrame:
     """Level-2 units of the given sets with full geometry, for zonal statistics."""
     frame = gpd.read_postgis(
-        text("SELECT boundary_set_id, pcode, geom FROM admin_units WHERE level = 2 AND boundary_set_id = ANY(:s)"),
-        conn, geom_col="geom", params={"s": set_ids},
+        text(
+            "SELECT boundary_set_id, pcode, geom FROM admin_units WHERE level = 2 AND boundary_set_id = ANY(:s)"
+        ),
+        conn,
+        geom_col="geom",
+        params={"s": set_ids},
     )
     if frame.empty:
         raise InvalidParameter("No municipios stored for those sets: load the boundaries first.")
     return frame
 
 
-def prepare_raster(conn: Connection, path: Path, indicator: Indicator, *, stat: str = "mean",
-                   threshold: float | None = None, set_ids: list[str] | None = None,
-                   min_coverage: float = 0.5) -> Layer:
+def prepare_raster(
+    conn: Connection,
+    path: Path,
+    indicator: Indicator,
+    *,
+    stat: str = "mean",
+    threshold: float | None = None,
+    set_ids: list[str] | None = None,
+    min_coverage: float = 0.5,
+) -> Layer:
     """Summarise a GeoTIFF per municipio (coverage-exact) into a layer; municipios it misses get no value."""
     from app.zonal import zonal_stats
 
@@ -169,7 +238,9 @@ def prepare_raster(conn: Connection, path: Path, indicator: Indicator, *, stat: 
     if stat.startswith("share") and threshold is None:
         raise InvalidParameter(f"stat '{stat}' needs a threshold.")
     if set_ids is None:
-        set_ids = list(conn.execute(text("SELECT id FROM boundary_sets WHERE is_default ORDER BY id")).scalars())
+        set_ids = list(
+            conn.execute(text("SELECT id FROM boundary_sets WHERE is_default ORDER BY id")).scalars()
+        )
     polygons = zones(conn, set_ids)
     polygons["zone"] = polygons["boundary_set_id"] + "/" + polygons["pcode"]
     base_stats = [stat] if stat in ("mean", "min", "max", "sum") else ["mean"]
@@ -183,11 +254,22 @@ def prepare_raster(conn: Connection, path: Path, indicator: Indicator, *, stat: 
             uncovered += 1
             continue
         set_id, pcode = str(zone).split("/", 1)
-        rows.append({"indicator_code": indicator.code, "boundary_set_id": set_id, "pcode": pcode,
-                     "period": indicator.period, "value": float(value), "file_sha256": source.files[0].sha256,
-                     "flags": [PARTIAL_COVERAGE] if coverage < min_coverage else []})
-    notes = [f"{len(rows)} municipios summarised by {stat}" + (f" (threshold {threshold})" if threshold else "")]
+        rows.append(
+            {
+                "indicator_code": indicator.code,
+                "boundary_set_id": set_id,
+                "pcode": pcode,
+                "period": indicator.period,
+                "value": float(value),
+                "file_sha256": source.files[0].sha256,
+                "flags": [PARTIAL_COVERAGE] if coverage < min_coverage else [],
+            }
+        )
+    notes = [
+        f"{len(rows)} municipios summarised by {stat}" + (f" (threshold {threshold})" if threshold else "")
+    ]
     if uncovered:
         notes.append(f"{uncovered} municipios lie outside the raster or under nodata: no value")
-    return Layer(source, [(source, {path.name: path})], [indicator], observations_frame(rows),
-                 Validation(), notes)
+    return Layer(
+        source, [(source, {path.name: path})], [indicator], observations_frame(rows), Validation(), notes
+    )

@@ -1,0 +1,126 @@
+"""Hurricane tracks under /v1/hazards."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query
+from sqlalchemy import text
+
+from app.api.deps import ConnDep
+from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.errors import NotFound
+from app.queries import parse_bbox
+
+router = APIRouter(prefix="/v1/hazards", tags=["hazards"])
+
+
+class Format(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+_COLUMNS = """s.storm_id, s.name, s.year, s.start_time, s.end_time, s.max_wind_kt, s.min_pressure_mb,
+              s.source_id, (SELECT count(*) FROM storm_fixes f WHERE f.storm_id = s.storm_id) AS fixes"""
+
+
+def _item(r: Any) -> dict[str, Any]:
+    return {
+        "storm_id": r.storm_id,
+        "name": r.name,
+        "year": r.year,
+        "start_time": r.start_time.isoformat(),
+        "end_time": r.end_time.isoformat(),
+        "max_wind_kt": r.max_wind_kt,
+        "min_pressure_mb": r.min_pressure_mb,
+        "fixes": r.fixes,
+        "source": r.source_id,
+    }
+
+
+@router.get("/storms", summary="Atlantic storm tracks since 1975 (HURDAT2), filtered")
+def list_storms(
+    conn: ConnDep,
+    year: Annotated[int | None, Query(ge=1800, le=2100)] = None,
+    name: Annotated[str | None, Query(max_length=40, description="Storm name, case-insensitive")] = None,
+    min_wind_kt: Annotated[float | None, Query(ge=0, le=250)] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat: tracks crossing it")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    format: Format = Format.json,
+) -> ORJSONResponse:
+    """Storms with their peak wind and time span; `format=geojson` gives the tracks as LineStrings."""
+    clauses: list[str] = ["true"]
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if year is not None:
+        clauses.append("s.year = :year")
+        params["year"] = year
+    if name:
+        clauses.append("upper(s.name) = upper(:name)")
+        params["name"] = name.strip()
+    if min_wind_kt is not None:
+        clauses.append("s.max_wind_kt >= :w")
+        params["w"] = min_wind_kt
+    if bbox:
+        b = parse_bbox(bbox)
+        clauses.append("ST_Intersects(s.track, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))")
+        params.update({"x0": b[0], "y0": b[1], "x1": b[2], "y1": b[3]})
+    where = " AND ".join(clauses)
+    total = conn.execute(text(f"SELECT count(*) FROM storms s WHERE {where}"), params).scalar_one()
+    rows = conn.execute(
+        text(
+            f"SELECT {_COLUMNS}, ST_AsGeoJSON(s.track, 4) AS g FROM storms s WHERE {where} "
+            "ORDER BY s.start_time, s.storm_id LIMIT :limit OFFSET :offset"
+        ),
+        params,
+    ).all()
+    if format is Format.geojson:
+        return GeoJSONResponse(
+            {
+                "type": "FeatureCollection",
+                "numberMatched": total,
+                "numberReturned": len(rows),
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": r.storm_id,
+                        "properties": _item(r),
+                        "geometry": orjson.loads(r.g),
+                    }
+                    for r in rows
+                ],
+            }
+        )
+    return ORJSONResponse(
+        {"total": total, "limit": limit, "offset": offset, "items": [_item(r) for r in rows]}
+    )
+
+
+@router.get("/storms/{storm_id}", summary="One storm with its six-hourly fixes")
+def get_storm(conn: ConnDep, storm_id: str) -> ORJSONResponse:
+    """A storm, its track and every fix (time, position, status, wind, pressure, wind radii)."""
+    row = conn.execute(
+        text(f"SELECT {_COLUMNS}, ST_AsGeoJSON(s.track, 4) AS g FROM storms s WHERE s.storm_id = upper(:id)"),
+        {"id": storm_id.strip()},
+    ).first()
+    if row is None:
+        raise NotFound(f"No storm '{storm_id}'. Ids look like ETA-2020; list them at /v1/hazards/storms.")
+    fixes = (
+        conn.execute(
+            text("""
+        SELECT time, record, status, wind_kt, pressure_mb, r34_nmi, r64_nmi, rmw_nmi, ST_X(geom) AS lon,
+               ST_Y(geom) AS lat FROM storm_fixes WHERE storm_id = :id ORDER BY time"""),
+            {"id": row.storm_id},
+        )
+        .mappings()
+        .all()
+    )
+    return ORJSONResponse(
+        {
+            **_item(row),
+            "track": orjson.loads(row.g),
+            "fix_list": [{**f, "time": f["time"].isoformat()} for f in fixes],
+        }
+    )
