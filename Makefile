@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-db: $(STAMP) ## Start (or reuse) the local PostGIS cluster, migrate, load the sources not yet loaded
+db: $(STAMP) ## Start (or reuse) the local PostGIS cluster, migrate, load what is missing, score
 	$(BIN)/raices db start
 	$(BIN)/raices db upgrade
 	$(BIN)/raices load all --missing
+	$(BIN)/raices score --top 5
 
 run: db ## Set everything up and serve on http://127.0.0.1:$(PORT)
 	$(BIN)/raices serve --port $(PORT)

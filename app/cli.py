@@ -262,6 +262,75 @@ def _load_user(
     _print_report(f"{kind} {file.name}", report)
 
 
+@app.command("score")
+def score_cmd(
+    profile: Annotated[
+        Path | None, typer.Option(help="A profile JSON file (default: root-causes-2021)")
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="Only this country (ISO3)")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Rows per country")] = 15,
+    set_id: Annotated[str | None, typer.Option("--set", help="Score on this boundary set")] = None,
+) -> None:
+    """Score a profile (stored per profile hash and data version) and print a ranked table per country."""
+    import json
+
+    from pydantic import ValidationError
+
+    from app.db import make_engine
+    from app.scoring import read, service
+    from app.scoring.profile import Profile
+
+    settings = get_settings()
+    try:
+        if profile is None:
+            spec = service.profile_by_id(service.DEFAULT_PROFILE)
+        else:
+            try:
+                spec = Profile.model_validate(json.loads(profile.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError, ValidationError) as exc:
+                err.print(f"[bold red]error:[/] {profile} is not a valid profile: {exc}", highlight=False)
+                raise typer.Exit(code=2) from None
+        engine = make_engine(settings)
+        with console.status(f"scoring {spec.id} ({spec.draws} Monte Carlo draws, hotspots, zones)…"):
+            run = service.ensure_run(engine, spec, [set_id] if set_id else None)
+        with engine.connect() as conn:
+            f = read.PriorityFilter.parse(country, None, None, None, top)
+            _, items, _ = read.priorities(conn, run, f, limit=10000, offset=0)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    console.print(f"profile {spec.id} (hash {spec.hash()})", highlight=False)
+    for iso in sorted({i["country"] for i in items}):
+        table = Table(
+            "rank",
+            "5–95 %",
+            "municipio",
+            "department",
+            "score",
+            "tier",
+            "pillar",
+            "2nd",
+            "hotspot",
+            "zone",
+            title=iso,
+        )
+        for i in (x for x in items if x["country"] == iso):
+            lo, hi = i["rank_interval"] or ("", "")
+            table.add_row(
+                str(i["rank"]),
+                f"{lo}–{hi}",
+                i["name"],
+                i["department"]["name"] or "",
+                f"{i['score']:.1f}",
+                str(i["tier"]),
+                i["pillar"] or "—",
+                i["pillar_secondary"] or "—",
+                i["hotspot"],
+                i["zone"] or "",
+            )
+        console.print(table, width=max(console.width, 150))
+
+
 @app.command("sources")
 def sources() -> None:
     """List the sources of the manifest."""

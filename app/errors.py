@@ -63,3 +63,10 @@ class ClusterError(RaicesError):
     """The local PostGIS cluster cannot be set up or started."""
 
     code = "ClusterError"
+
+
+class InvalidProfile(RaicesError):
+    """A scoring profile names indicators or sets that do not exist."""
+
+    status_code = 422
+    code = "InvalidProfile"

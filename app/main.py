@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from app import __version__
-from app.api import hazards, health, layers, v1
+from app.api import hazards, health, layers, scoring, v1
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     add_exception_handlers(app)
     app.include_router(health.router)
+    app.include_router(scoring.router)
     app.include_router(v1.router)
     app.include_router(layers.router)
     app.include_router(hazards.router)

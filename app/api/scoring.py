@@ -1,0 +1,292 @@
+"""Priorities under /v1: ranked, pillar-tagged, explained municipios for a scoring profile."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from app.api.deps import ConnDep
+from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.errors import InvalidParameter
+from app.scoring import read, service
+from app.scoring.profile import PILLARS, Profile
+
+router = APIRouter(prefix="/v1", tags=["priorities"])
+
+MAX_LIMIT = 1000
+
+
+class Format(StrEnum):
+    json = "json"
+    geojson = "geojson"
+    csv = "csv"
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.engine
+
+
+def _sets(set_id: str | None) -> list[str] | None:
+    return [set_id.strip()] if set_id else None
+
+
+CSV_COLUMNS = [
+    "pcode",
+    "name",
+    "country",
+    "department",
+    "score",
+    "rank",
+    "rank_lo",
+    "rank_hi",
+    "p_top",
+    "robust",
+    "tier",
+    "pillar",
+    "pillar_secondary",
+    *[f"pillar_{p}" for p in PILLARS],
+    "migration",
+    "hotspot",
+    "zone",
+    "coverage",
+    "top_indicators",
+]
+
+
+def _csv(items: list[dict[str, Any]], name: str) -> Response:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for i in items:
+        lo, hi = i["rank_interval"] or (None, None)
+        w.writerow(
+            [
+                i["pcode"],
+                i["name"],
+                i["country"],
+                i["department"]["name"],
+                i["score"],
+                i["rank"],
+                lo,
+                hi,
+                i["p_top"],
+                i["robust"],
+                i["tier"],
+                i["pillar"],
+                i["pillar_secondary"],
+                *[i["pillar_scores"].get(p) for p in PILLARS],
+                i["migration"],
+                i["hotspot"],
+                i["zone"],
+                i["coverage"],
+                ";".join(t["code"] for t in i["top_indicators"]),
+            ]
+        )
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+def _respond(
+    request: Request,
+    conn: ConnDep,
+    profile: Profile,
+    run: int,
+    f: read.PriorityFilter,
+    limit: int,
+    offset: int,
+    fmt: Format,
+) -> Response:
+    geometry = fmt is Format.geojson
+    total, items, geoms = read.priorities(conn, run, f, limit=limit, offset=offset, geometry=geometry)
+    meta = {"id": profile.id, "hash": profile.hash(), "title": profile.title}
+    if fmt is Format.csv:
+        return _csv(items, f"priorities-{profile.id}")
+    if geometry:
+        return GeoJSONResponse(
+            {
+                "type": "FeatureCollection",
+                "profile": meta,
+                "numberMatched": total,
+                "numberReturned": len(items),
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": i["pcode"],
+                        "properties": i,
+                        "geometry": orjson.loads(g) if g else None,
+                    }
+                    for i, g in zip(items, geoms, strict=True)
+                ],
+            }
+        )
+    return ORJSONResponse({"profile": meta, "total": total, "limit": limit, "offset": offset, "items": items})
+
+
+Country = Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")]
+Department = Annotated[str | None, Query(description="Department P-code")]
+PillarQ = Annotated[str | None, Query(description="Lead pillar: I, II, III, IV or V")]
+Tier = Annotated[int | None, Query(ge=1, le=10, description="1 = highest priority")]
+Top = Annotated[int | None, Query(ge=1, le=10000, description="Only ranks 1…top in each country")]
+SetQ = Annotated[str | None, Query(description="Boundary set; default: each country's current set")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+@router.get(
+    "/priorities", summary="Ranked, pillar-tagged priority municipios with reasons and rank uncertainty"
+)
+def priorities(
+    request: Request,
+    conn: ConnDep,
+    country: Country = None,
+    department: Department = None,
+    pillar: PillarQ = None,
+    tier: Tier = None,
+    top: Top = None,
+    profile: Annotated[str, Query(description="A profile id from /v1/profiles")] = service.DEFAULT_PROFILE,
+    set: SetQ = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    format: Format = Format.json,
+) -> Response:
+    """Each municipio: score 0–100, rank in its country and the 5–95 % rank interval, probability of the top k,
+    tier, lead and secondary pillar, pillar sub-scores (null: no data), top indicators, hotspot, zone, coverage."""
+    p = service.profile_by_id(profile)
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top)
+    run = service.ensure_run(_engine(request), p, _sets(set))
+    return _respond(request, conn, p, run, f, limit, offset, format)
+
+
+@router.post("/scores", summary="Score a custom profile (cached by its hash)")
+def post_scores(
+    request: Request,
+    conn: ConnDep,
+    spec: Profile,
+    country: Country = None,
+    department: Department = None,
+    pillar: PillarQ = None,
+    tier: Tier = None,
+    top: Top = None,
+    set: SetQ = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    format: Format = Format.json,
+) -> Response:
+    """The same result as /v1/priorities for the posted profile, with its hash; unknown indicators, negative
+    weights or empty pillars are refused with a 422 that says which."""
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top)
+    run = service.ensure_run(_engine(request), spec, _sets(set))
+    return _respond(request, conn, spec, run, f, limit, offset, format)
+
+
+@router.get("/profiles", summary="The bundled scoring profiles")
+def list_profiles() -> ORJSONResponse:
+    """Each profile's id, hash and spec (what POST /v1/scores accepts)."""
+    items = [
+        {"id": p.id, "hash": p.hash(), "spec": json.loads(p.model_dump_json())}
+        for p in service.bundled_profiles().values()
+    ]
+    return ORJSONResponse({"total": len(items), "limit": len(items), "offset": 0, "items": items})
+
+
+@router.get("/profiles/{profile_id}", summary="One scoring profile")
+def get_profile(profile_id: str) -> ORJSONResponse:
+    """A profile's id, hash and spec."""
+    p = service.profile_by_id(profile_id)
+    return ORJSONResponse({"id": p.id, "hash": p.hash(), "spec": json.loads(p.model_dump_json())})
+
+
+@router.get("/municipalities/{pcode}/score", summary="Why a municipio ranks where it does")
+def municipality_score(
+    request: Request,
+    conn: ConnDep,
+    pcode: str,
+    profile: Annotated[str, Query()] = service.DEFAULT_PROFILE,
+    set: SetQ = None,
+) -> ORJSONResponse:
+    """Pillar sub-scores, contributions, rank interval, hotspot, zone and the five most similar municipios."""
+    p = service.profile_by_id(profile)
+    sets = _sets(set)
+    if (
+        sets is None
+        and pcode.strip().upper().startswith("SV")
+        and not pcode.strip().upper().startswith("SVM")
+    ):
+        sets = ["slv-2021-distritos"]  # a distrito P-code: score on the 262
+    run = service.ensure_run(_engine(request), p, sets)
+    return ORJSONResponse({"profile": {"id": p.id, "hash": p.hash()}, **read.explain(conn, run, pcode)})
+
+
+@router.get("/zones", summary="Contiguous programme zones of top-tier or hot-spot municipios")
+def list_zones(
+    request: Request,
+    conn: ConnDep,
+    country: Country = None,
+    profile: Annotated[str, Query()] = service.DEFAULT_PROFILE,
+    set: SetQ = None,
+    format: Annotated[str, Query(pattern="^(json|geojson)$")] = "json",
+) -> ORJSONResponse:
+    """Zones with their members, mean and maximum score, area and most frequent lead pillar."""
+    p = service.profile_by_id(profile)
+    f = read.PriorityFilter.parse(country, None, None, None, None)
+    run = service.ensure_run(_engine(request), p, _sets(set))
+    items = read.zones(conn, run, f.country)
+    if format == "geojson":
+        return GeoJSONResponse(
+            {
+                "type": "FeatureCollection",
+                "numberMatched": len(items),
+                "numberReturned": len(items),
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": z["zone"],
+                        "geometry": orjson.loads(z.pop("geometry")) if z["geometry"] else None,
+                        "properties": z,
+                    }
+                    for z in items
+                ],
+            }
+        )
+    for z in items:
+        z.pop("geometry")
+    return ORJSONResponse(
+        {
+            "profile": {"id": p.id, "hash": p.hash()},
+            "total": len(items),
+            "limit": len(items),
+            "offset": 0,
+            "items": items,
+        }
+    )
+
+
+@router.get("/sensitivity", summary="How much each weight moves the ranking (Sobol' or one-at-a-time)")
+def get_sensitivity(
+    request: Request,
+    conn: ConnDep,
+    profile: Annotated[str, Query()] = service.DEFAULT_PROFILE,
+    method: Annotated[str, Query(pattern="^(sobol|oat)$")] = "sobol",
+    set: SetQ = None,
+) -> ORJSONResponse:
+    """Per weight (migration and each pillar), its influence on the ranking, stored with the run."""
+    p = service.profile_by_id(profile)
+    run = service.ensure_run(_engine(request), p, _sets(set))
+    if method not in ("sobol", "oat"):
+        raise InvalidParameter("method must be 'sobol' or 'oat'.")
+    return ORJSONResponse(
+        {
+            "profile": {"id": p.id, "hash": p.hash()},
+            **service.run_sensitivity(_engine(request), p, run, method),
+        }
+    )

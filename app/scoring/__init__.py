@@ -1,0 +1,1 @@
+"""Priority scoring: normalise → weight → aggregate → tag → uncertainty → hotspots (OECD/JRC Handbook)."""

@@ -1,0 +1,88 @@
+"""The indicator matrix a profile is scored on, read from the database, and the data version it reflects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Connection, text
+
+from app import indicators
+from app.errors import InvalidParameter, InvalidProfile
+from app.ingest.layers import OUT_OF_RANGE
+from app.scoring.engine import Matrix
+from app.scoring.profile import Profile
+
+
+@dataclass
+class ScoringData:
+    """The matrix plus what the explanation needs: each value's period, and the units' names and sets."""
+
+    matrix: Matrix
+    periods: pd.DataFrame  # same shape as matrix.values: the period of each value
+    units: pd.DataFrame  # index = key "set/pcode": boundary_set_id, pcode, name, country, parent_pcode
+
+
+def default_sets(conn: Connection) -> list[str]:
+    """The current boundary set of each country."""
+    return list(
+        conn.execute(text("SELECT id FROM boundary_sets WHERE is_default ORDER BY country")).scalars()
+    )
+
+
+def data_version(conn: Connection) -> str:
+    """A fingerprint of every stored value and boundary set: scores are recomputed when it changes."""
+    return str(
+        conn.execute(
+            text("""
+        SELECT md5(coalesce((SELECT string_agg(indicator_code || '|' || boundary_set_id || '|' || pcode || '|' ||
+                                               period || '|' || value::text || '|' || array_to_string(flags, ','),
+                                               ';' ORDER BY indicator_code, boundary_set_id, pcode, period)
+                             FROM observations), '') ||
+                   coalesce((SELECT string_agg(id || loaded_at::text, ';' ORDER BY id) FROM boundary_sets), ''))
+    """)
+        ).scalar_one()
+    )
+
+
+def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
+    """Values of the profile's indicators on the given sets (direct, through the crosswalk, or a department's
+    value for its municipios); values flagged out of range are left out."""
+    known = {r.code: r for r in conn.execute(text("SELECT code, direction FROM indicators"))}
+    missing = [i.code for i in profile.indicators() if i.code not in known]
+    if missing:
+        raise InvalidProfile(f"Unknown indicators {missing}; the catalogue is at /v1/indicators.")
+    units = pd.DataFrame(
+        [
+            dict(r)
+            for r in conn.execute(
+                text("""
+        SELECT boundary_set_id, pcode, name, country, parent_pcode FROM admin_units
+        WHERE level = 2 AND boundary_set_id = ANY(:sets)"""),
+                {"sets": set_ids},
+            ).mappings()
+        ]
+    )
+    if units.empty:
+        raise InvalidParameter(f"No municipios stored for {set_ids}: load the boundaries first.")
+    units.index = units["boundary_set_id"] + "/" + units["pcode"]
+    parent_key = units["boundary_set_id"] + "/" + units["parent_pcode"]
+    values = pd.DataFrame(index=units.index, dtype="float64")
+    periods = pd.DataFrame(index=units.index, dtype="object")
+    for spec in profile.indicators():
+        col = pd.Series(float("nan"), index=units.index)
+        per = pd.Series(None, index=units.index, dtype="object")
+        for set_id in set_ids:
+            for item in indicators.values(conn, spec.code, set_id=set_id):
+                if OUT_OF_RANGE in item["flags"]:
+                    continue
+                key = f"{item['boundary_set']}/{item['pcode']}"
+                if item["level"] == 2 and key in col.index:
+                    col[key], per[key] = item["value"], item["period"]
+                elif item["level"] == 1:  # a department's value stands for each of its municipios
+                    hit = parent_key == key
+                    col[hit], per[hit] = item["value"], item["period"]
+        values[spec.code] = col
+        periods[spec.code] = per
+    directions = {code: int(row.direction) for code, row in known.items()}
+    return ScoringData(Matrix(values, units["country"], directions), periods, units)

@@ -1,0 +1,462 @@
+"""The scoring engine: normalise → weight → aggregate → rank → tag, on an indicator matrix.
+
+Method: OECD/JRC, *Handbook on Constructing Composite Indicators: Methodology and User Guide* (2008),
+with COINr (the JRC's R package for composite indicators; Becker et al. 2022) as the reference for
+each step. Everything is numpy over a units × indicators matrix; no database.
+
+Semantics (the profile, `app.scoring.profile`, is the spec; the choices made where it left room):
+
+- Only the profile's indicators are used; one missing from the matrix, or with no direction, raises
+  `InvalidParameter` naming it.
+- Scope: normalisation, ranks and tiers are computed within each scope group: each country when
+  `scope == "country"` (units without a country form one group of their own), all units when "region".
+- Per scope group and indicator, in this order:
+  1. outliers: `winsorise` clips at the `winsor_fraction` and `1 − winsor_fraction` quantiles (numpy's
+     linear interpolation); `log` applies log1p(x − min), min taken over the group (for goalposts the
+     goalposts go through the same map and the min also covers them, so nothing goes negative);
+  2. direction: the profile's override, else the catalogue's; values are multiplied by it so that
+     higher = worse = higher priority;
+  3. normalisation to [0, 1]: `minmax` (x − min)/(max − min), 0.5 when all values are equal;
+     `rank` the percentile rank with average ties, (rank − 1)/(n − 1), 0.5 when n = 1; `zscore` Φ(z),
+     the standard normal CDF of the z-score (sample sd, ddof = 1, as R's sd() in COINr): it maps to
+     (0, 1) so it mixes with the other normalisers and never reaches 0 in a geometric mean; 0.5 when
+     n < 2 or sd = 0; `goalposts` (x − lo)/(hi − lo) clipped to [0, 1] with (lo, hi) in raw units before
+     direction, then 1 − v when the direction is −1. NaN (and ±inf) is "no data", never zero, and stays NaN.
+- Within a component (migration, or a pillar), over the indicators the unit has: weights re-normalised
+  over the available ones; arithmetic = weighted mean, geometric = weighted geometric mean of values
+  floored at 0.01 (COINr-style: one zero would otherwise zero the whole mean). A component with no
+  available indicator (or only zero-weight ones) is NaN.
+- Across: drivers = the same kind of mean (`aggregation_across`) of the available pillar sub-scores
+  with `pillar_weights` (a listed pillar missing from them weighs 0), re-weighted over the available
+  pillars; final = the mean of migration and drivers with weights migration_weight and
+  1 − migration_weight, re-weighted when one of them is NaN (geometric: the weighted geometric mean of
+  the two, floored at 0.01). Score = 100 × final. The effective migration weight is 0 for a profile
+  without migration indicators and 1 for one without pillars.
+- Coverage: the share of the component weights with data, the weights being migration_weight for
+  migration and (1 − migration_weight) · pw_p / Σ pw for each listed pillar (both effective, so they sum
+  to 1). ranked = coverage ≥ min_coverage − 1e-9 and a score exists.
+- Ranks: among ranked units, by score descending, ties sharing the lowest rank ('min'); scores are
+  compared rounded to 1e-10 (on 0–1) so that float noise does not split equal scores. `rank` is within
+  the scope group, `rank_region` across all units.
+- Tiers: with cutoffs c_1 < … < c_m and n ranked units in the group, tier t is the first with
+  rank ≤ ceil(c_t · n) (1e-9 tolerance on the product), else m + 1.
+- Contributions: an available indicator's effective final weight (its re-weighted within-component
+  weight × its component's re-weighted final weight) × its normalised value × 100. For arithmetic
+  aggregation they sum to the score; for geometric they are the same formula and only approximate.
+- Lead pillar: among pillars with data for the unit, the largest contribution (final weight after
+  re-weighting × sub-score); secondary the next; ties go to the earlier pillar (I < II < … < V); None
+  when no pillar has data. A pillar without data is never tagged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy.special import ndtr
+from scipy.stats import rankdata
+
+from app.errors import InvalidParameter
+from app.scoring.profile import PILLARS, Aggregation, IndicatorWeight, Normaliser, Profile
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+MIGRATION = "migration"
+FLOOR = 0.01
+RANK_DECIMALS = 10
+EPS = 1e-9
+TOP_INDICATORS = 5
+
+
+@dataclass
+class Matrix:
+    """Indicator values per unit, each unit's country (ISO3) and the catalogue direction of each indicator."""
+
+    values: pd.DataFrame
+    country: pd.Series
+    directions: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A profile compiled to arrays: indicator order, component membership and nominal weights."""
+
+    codes: tuple[str, ...]
+    components: tuple[str, ...]
+    members: tuple[slice, ...]
+    component_index: IntArray
+    indicator_weights: FloatArray
+    pillars: tuple[str, ...]
+    pillar_weights: FloatArray
+    migration_weight: float
+
+    @property
+    def has_migration(self) -> bool:
+        """Whether the first component is migration."""
+        return bool(self.components) and self.components[0] == MIGRATION
+
+    def component_weights(self) -> FloatArray:
+        """The nominal final-level weight of each component (migration, then pillars); sums to 1."""
+        mw = self.migration_weight
+        pw = self.pillar_weights
+        pillars = (1.0 - mw) * pw / pw.sum() if len(pw) and pw.sum() > 0 else np.zeros(len(pw))
+        head = np.array([mw]) if self.has_migration else np.zeros(0)
+        return np.concatenate([head, pillars])
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Aggregation results with a trailing draws axis: sub-scores, final weights and final scores (0–1)."""
+
+    components: FloatArray
+    weights: FloatArray
+    final: FloatArray
+
+
+def layout(profile: Profile) -> Layout:
+    """Compile a profile into the arrays the aggregation works on."""
+    items = profile.indicators()
+    codes = tuple(i.code for i in items)
+    pillars = tuple(p for p in PILLARS if profile.pillars.get(p))
+    has_migration = bool(profile.migration)
+    components = ((MIGRATION,) if has_migration else ()) + pillars
+    sizes = [len(profile.migration)] * has_migration + [len(profile.pillars[p]) for p in pillars]
+    bounds = np.cumsum([0, *sizes])
+    # profile.indicators() lists each component's indicators together, so a component is a slice
+    members = tuple(slice(int(a), int(b)) for a, b in itertools.pairwise(bounds))
+    index = np.repeat(np.arange(len(components), dtype=np.int64), sizes)
+    mw = profile.migration_weight if has_migration and pillars else float(has_migration)
+    return Layout(
+        codes=codes,
+        components=components,
+        members=members,
+        component_index=index,
+        indicator_weights=np.array([i.weight for i in items], dtype=np.float64),
+        pillars=pillars,
+        pillar_weights=np.array([profile.pillar_weights.get(p, 0.0) for p in pillars], dtype=np.float64),
+        migration_weight=float(mw),
+    )
+
+
+def check(matrix: Matrix, profile: Profile) -> None:
+    """Raise InvalidParameter when a profile indicator is not in the matrix or has no direction."""
+    missing = [i.code for i in profile.indicators() if i.code not in matrix.values.columns]
+    if missing:
+        raise InvalidParameter(f"unknown indicator(s) in the profile: {', '.join(missing)}")
+    undirected = [
+        i.code for i in profile.indicators() if i.direction is None and i.code not in matrix.directions
+    ]
+    if undirected:
+        raise InvalidParameter(f"no direction for indicator(s): {', '.join(undirected)}")
+
+
+def scope_groups(matrix: Matrix, profile: Profile) -> IntArray:
+    """An integer scope group per unit: its country for scope 'country', 0 for everyone for 'region'."""
+    n = len(matrix.values.index)
+    if profile.scope == "region":
+        return np.zeros(n, dtype=np.int64)
+    country = matrix.country.reindex(matrix.values.index).fillna("").astype(str)
+    codes, _ = pd.factorize(country)
+    return np.asarray(codes, dtype=np.int64)
+
+
+def normalise(matrix: Matrix, profile: Profile, method_override: Normaliser | None = None) -> pd.DataFrame:
+    """Treated, directed and normalised values (0–1, higher = higher priority) of the profile's indicators."""
+    check(matrix, profile)
+    if method_override == "goalposts":
+        raise InvalidParameter(
+            "goalposts need per-indicator goalposts: they cannot override every normaliser"
+        )
+    items = profile.indicators()
+    codes = [i.code for i in items]
+    raw = matrix.values[codes].to_numpy(dtype=np.float64, copy=True)
+    raw[~np.isfinite(raw)] = np.nan
+    out = np.full_like(raw, np.nan)
+    groups = scope_groups(matrix, profile)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        for j, item in enumerate(items):
+            direction = item.direction if item.direction is not None else matrix.directions[item.code]
+            out[rows, j] = _normalise_column(raw[rows, j], item, direction, method_override or item.normalise)
+    return pd.DataFrame(out, index=matrix.values.index, columns=codes)
+
+
+def _normalise_column(x: FloatArray, item: IndicatorWeight, direction: int, method: Normaliser) -> FloatArray:
+    """One indicator in one scope group: outlier treatment, direction, then the normaliser."""
+    ok = ~np.isnan(x)
+    out = np.full_like(x, np.nan)
+    if not ok.any():
+        return out
+    v = x[ok]
+    lo, hi = item.goalposts if (method == "goalposts" and item.goalposts) else (math.nan, math.nan)
+    if item.outliers == "winsorise" and item.winsor_fraction > 0:
+        q_lo, q_hi = np.quantile(v, [item.winsor_fraction, 1 - item.winsor_fraction])
+        v = np.clip(v, q_lo, q_hi)
+    elif item.outliers == "log":
+        shift = float(v.min()) if method != "goalposts" else min(float(v.min()), lo, hi)
+        v = np.log1p(v - shift)
+        lo, hi = math.log1p(lo - shift), math.log1p(hi - shift)
+    if method == "goalposts":
+        g = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+        out[ok] = g if direction == 1 else 1.0 - g
+        return out
+    v = v * direction
+    if method == "minmax":
+        span = float(v.max() - v.min())
+        out[ok] = (v - v.min()) / span if span > 0 else 0.5
+    elif method == "rank":
+        n = len(v)
+        out[ok] = (rankdata(v, method="average") - 1.0) / (n - 1) if n > 1 else 0.5
+    else:
+        sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        out[ok] = ndtr((v - v.mean()) / sd) if sd > 0 else 0.5
+    return out
+
+
+def _to_space(x: FloatArray, how: Aggregation) -> FloatArray:
+    """Map values into the space where the mean is arithmetic: identity, or log of the floored value."""
+    return np.log(np.maximum(x, FLOOR)) if how == "geometric" else x
+
+
+def _from_space(x: FloatArray, how: Aggregation) -> FloatArray:
+    """Undo `_to_space`."""
+    return np.exp(x) if how == "geometric" else x
+
+
+def _broadcast_weights(
+    lay: Layout,
+    indicator_weights: FloatArray | None,
+    pillar_weights: FloatArray | None,
+    migration_weight: FloatArray | float | None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Weights as (D, k), (D, P) and (D,) arrays, the profile's where not given."""
+    wi = np.atleast_2d(lay.indicator_weights if indicator_weights is None else indicator_weights)
+    wp = np.atleast_2d(lay.pillar_weights if pillar_weights is None else pillar_weights)
+    mw = np.atleast_1d(np.asarray(lay.migration_weight if migration_weight is None else migration_weight))
+    d = max(wi.shape[0], wp.shape[0], mw.shape[0])
+    return (
+        np.broadcast_to(wi, (d, wi.shape[1])),
+        np.broadcast_to(wp, (d, wp.shape[1])),
+        np.broadcast_to(mw.astype(np.float64), (d,)),
+    )
+
+
+def _aggregate(
+    x: FloatArray,
+    lay: Layout,
+    weights: tuple[FloatArray, FloatArray, FloatArray],
+    within: Aggregation,
+    across: Aggregation,
+    explain: bool,
+) -> Aggregate:
+    """The aggregation itself, component by component on (n, D) arrays; sub-scores kept when explaining."""
+    wi, wp, mw = weights
+    n, d, n_comp = x.shape[0], wi.shape[0], len(lay.components)
+    present = ~np.isnan(x)
+    values = np.where(present, _to_space(x, within), 0.0)
+    mask = present.astype(np.float64)
+    subs = np.full((n_comp if explain else 0, n, d), np.nan)
+    pillar = 0
+    mig_space = drv_num = drv_den = np.zeros((n, d))
+    has_mig = np.zeros((n, d), dtype=bool)
+    for c, idx in enumerate(lay.members):
+        w = np.ascontiguousarray(wi[:, idx].T)
+        num, den = values[:, idx] @ w, mask[:, idx] @ w
+        has = den > 0
+        # without data num is 0 too (absent values are zeroed), so the mean comes out 0 and is masked later
+        mean = num / np.maximum(den, np.finfo(np.float64).tiny)
+        if explain:
+            subs[c] = np.where(has, _from_space(mean, within), np.nan)
+        space = mean if within == across else _to_space(_from_space(mean, within), across)
+        if lay.components[c] == MIGRATION:
+            mig_space, has_mig = space, has
+        else:
+            wpc = has * wp[:, pillar]
+            drv_num = drv_num + wpc * space
+            drv_den = drv_den + wpc
+            pillar += 1
+    has_drv = drv_den > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drivers = np.where(has_drv, drv_num / drv_den, 0.0)
+        w_mig = mw * has_mig
+        w_drv = (1.0 - mw) * has_drv
+        total = w_mig + w_drv
+        f_mig = np.where(total > 0, w_mig / total, 0.0)
+        f_drv = np.where(total > 0, w_drv / total, 0.0)
+    final = np.where(total > 0, _from_space(f_mig * mig_space + f_drv * drivers, across), np.nan)
+    comp_w = np.zeros_like(subs)
+    if explain:
+        start = 1 if lay.has_migration else 0
+        if lay.has_migration:
+            comp_w[0] = f_mig
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(has_drv, (~np.isnan(subs[start:])) * wp.T[:, None, :] / drv_den, 0.0)
+        comp_w[start:] = f_drv * share
+    return Aggregate(components=subs, weights=comp_w, final=final)
+
+
+def aggregate(
+    normalised: FloatArray,
+    lay: Layout,
+    *,
+    indicator_weights: FloatArray | None = None,
+    pillar_weights: FloatArray | None = None,
+    migration_weight: FloatArray | float | None = None,
+    within: Aggregation = "arithmetic",
+    across: Aggregation = "arithmetic",
+) -> Aggregate:
+    """Sub-scores, final-level component weights and final scores (0–1) with a trailing axis of D draws."""
+    weights = _broadcast_weights(lay, indicator_weights, pillar_weights, migration_weight)
+    return _aggregate(np.asarray(normalised, np.float64), lay, weights, within, across, explain=True)
+
+
+def final_scores(
+    normalised: FloatArray,
+    lay: Layout,
+    *,
+    indicator_weights: FloatArray | None = None,
+    pillar_weights: FloatArray | None = None,
+    migration_weight: FloatArray | float | None = None,
+    within: Aggregation = "arithmetic",
+    across: Aggregation = "arithmetic",
+) -> FloatArray:
+    """Final scores (0–1) of n units × D weight draws: `aggregate` without the explanation."""
+    weights = _broadcast_weights(lay, indicator_weights, pillar_weights, migration_weight)
+    return _aggregate(np.asarray(normalised, np.float64), lay, weights, within, across, explain=False).final
+
+
+def rank_desc(scores: FloatArray, groups: IntArray) -> IntArray:
+    """Ranks of scores (n × D) within groups: 1 = highest, ties share the lowest rank, NaN last."""
+    key = np.where(np.isnan(scores), np.inf, -np.round(scores, RANK_DECIMALS)).T
+    ranks = np.empty(key.shape, dtype=np.int64)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        sub = np.ascontiguousarray(key[:, rows])
+        order = np.argsort(sub, axis=1)
+        ordered = np.take_along_axis(sub, order, axis=1)
+        position = np.arange(1, len(rows) + 1, dtype=np.int64)[None, :]
+        new = np.ones(ordered.shape, dtype=bool)
+        new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        first = np.maximum.accumulate(np.where(new, position, 0), axis=1)
+        out = np.empty_like(first)
+        np.put_along_axis(out, order, first, axis=1)
+        ranks[:, rows] = out
+    return ranks.T
+
+
+def tiers(ranks: IntArray, groups: IntArray, cutoffs: list[float], sizes: IntArray | None = None) -> IntArray:
+    """Tiers of ranks (n or n × D) from cut-off shares of each group's size (default: its count)."""
+    counts = np.bincount(groups) if sizes is None else sizes
+    n = counts[groups].astype(np.float64)
+    out = np.ones(ranks.shape, dtype=np.int64)
+    for c in cutoffs:
+        limit = np.ceil(c * n - EPS)
+        out += ranks > (limit[:, None] if ranks.ndim == 2 else limit)
+    return out
+
+
+def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
+    """Score, rank, tier, tag and explain every unit of the matrix under a profile."""
+    lay = layout(profile)
+    normalised = normalise(matrix, profile)
+    x = normalised.to_numpy()
+    agg = aggregate(x, lay, within=profile.aggregation_within, across=profile.aggregation_across)
+    subs, comp_w, final = agg.components[:, :, 0], agg.weights[:, :, 0], agg.final[:, 0]
+    has = ~np.isnan(subs)
+
+    coverage = lay.component_weights() @ has if len(lay.components) else np.zeros(len(x))
+    ranked = (coverage >= profile.min_coverage - EPS) & ~np.isnan(final)
+    groups = scope_groups(matrix, profile)
+    rank = np.full(len(x), -1, dtype=np.int64)
+    rank_region = rank.copy()
+    tier = rank.copy()
+    if ranked.any():
+        rank[ranked] = rank_desc(final[ranked, None], groups[ranked])[:, 0]
+        rank_region[ranked] = rank_desc(final[ranked, None], np.zeros(int(ranked.sum()), np.int64))[:, 0]
+        tier[ranked] = tiers(rank[ranked], groups[ranked], profile.tier_cutoffs)
+
+    out = pd.DataFrame(index=matrix.values.index)
+    out["score"] = final * 100.0
+    out["ranked"] = ranked
+    out["rank"] = _nullable(rank, ranked)
+    out["rank_region"] = _nullable(rank_region, ranked)
+    out["tier"] = _nullable(tier, ranked)
+    lead, secondary = _lead_pillars(lay, subs, comp_w)
+    out["pillar"] = pd.Series(lead, index=out.index, dtype=object)
+    out["pillar_secondary"] = pd.Series(secondary, index=out.index, dtype=object)
+    for p in PILLARS:
+        out[f"pillar_{p}"] = subs[lay.components.index(p)] * 100.0 if p in lay.components else np.nan
+    out["migration"] = subs[0] * 100.0 if lay.has_migration else np.nan
+    out["coverage"] = coverage
+    out["top_indicators"] = _top_indicators(matrix, lay, x, comp_w)
+    return out
+
+
+def _nullable(values: IntArray, keep: BoolArray) -> pd.arrays.IntegerArray:
+    """An Int64 array with <NA> where keep is False."""
+    out = pd.array(values, dtype="Int64")
+    out[~keep] = pd.NA
+    return out
+
+
+def _lead_pillars(
+    lay: Layout, subs: FloatArray, comp_w: FloatArray
+) -> tuple[list[str | None], list[str | None]]:
+    """Lead and secondary pillar per unit: the largest weighted contributions among pillars with data."""
+    n = subs.shape[1]
+    start = 1 if lay.has_migration else 0
+    if not lay.pillars:
+        return [None] * n, [None] * n
+    contrib = comp_w[start:] * subs[start:]
+    has = ~np.isnan(subs[start:])
+    key = np.where(has, -np.round(contrib, 12), np.inf)
+    order = np.argsort(key, axis=0, kind="stable")
+    names = np.array(lay.pillars, dtype=object)
+
+    def pick(level: int) -> list[str | None]:
+        if level >= len(lay.pillars):
+            return [None] * n
+        idx = order[level]
+        ok = has[idx, np.arange(n)]
+        return [str(names[i]) if k else None for i, k in zip(idx, ok, strict=True)]
+
+    return pick(0), pick(1)
+
+
+def _top_indicators(
+    matrix: Matrix, lay: Layout, x: FloatArray, comp_w: FloatArray
+) -> list[list[dict[str, Any]]]:
+    """Up to five available indicators per unit, largest contribution to the 0–100 score first."""
+    present = ~np.isnan(x)
+    weighted = present * lay.indicator_weights
+    within = np.zeros_like(x)
+    for idx in lay.members:
+        den = weighted[:, idx].sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            within[:, idx] = np.where(den > 0, weighted[:, idx] / den, 0.0)
+    effective = within * comp_w.T[:, lay.component_index] if len(lay.codes) else within
+    contribution = np.where(present, effective * np.nan_to_num(x) * 100.0, np.nan)
+    order = np.argsort(np.where(present, -contribution, np.inf), axis=1, kind="stable")[:, :TOP_INDICATORS]
+    raw = matrix.values[list(lay.codes)].to_numpy(dtype=np.float64)
+    out: list[list[dict[str, Any]]] = []
+    for u in range(x.shape[0]):
+        out.append(
+            [
+                {
+                    "code": lay.codes[j],
+                    "value": float(raw[u, j]),
+                    "normalised": float(x[u, j]),
+                    "contribution": float(contribution[u, j]),
+                }
+                for j in order[u]
+                if present[u, j]
+            ]
+        )
+    return out

@@ -1,0 +1,209 @@
+"""Reads of stored score runs: ranked priorities, one municipio's explanation, zones. Plain SQL."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from app.errors import InvalidParameter, NotFound
+from app.queries import COUNTRIES
+from app.scoring.profile import PILLARS
+
+
+@dataclass(frozen=True)
+class PriorityFilter:
+    """Filters of the priority list."""
+
+    country: str | None = None
+    department: str | None = None
+    pillar: str | None = None
+    tier: int | None = None
+    top: int | None = None
+    ranked_only: bool = True
+
+    @classmethod
+    def parse(
+        cls,
+        country: str | None,
+        department: str | None,
+        pillar: str | None,
+        tier: int | None,
+        top: int | None,
+    ) -> PriorityFilter:
+        """Validate raw values; raise InvalidParameter with what to fix."""
+        iso3 = country.strip().upper() if country else None
+        if iso3 and iso3 not in COUNTRIES:
+            raise InvalidParameter(f"country must be one of {', '.join(COUNTRIES)} (ISO3), got '{country}'.")
+        if pillar and pillar.strip().upper() not in PILLARS:
+            raise InvalidParameter(f"pillar must be one of {', '.join(PILLARS)}, got '{pillar}'.")
+        return cls(
+            iso3,
+            department.strip().upper() if department else None,
+            pillar.strip().upper() if pillar else None,
+            tier,
+            top,
+        )
+
+
+_ITEM = """
+    s.pcode, u.name, s.country, s.boundary_set_id, u.parent_pcode, d.name AS department_name, s.score, s.rank,
+    s.rank_region, s.rank_lo, s.rank_hi, s.rank_median, s.p_top, s.robust, s.tier_stability, s.tier, s.pillar,
+    s.pillar_secondary, s.pillar_scores, s.migration, s.top_indicators, s.hotspot, s.hotspot_confidence,
+    s.gi_z, s.zone, s.coverage, s.ranked, s.vintage
+"""
+_FROM = """
+    FROM scores s
+    JOIN admin_units u ON u.boundary_set_id = s.boundary_set_id AND u.pcode = s.pcode
+    LEFT JOIN admin_units d ON d.boundary_set_id = u.boundary_set_id AND d.pcode = u.parent_pcode
+"""
+
+
+def _round(v: Any, n: int = 2) -> Any:
+    return round(v, n) if isinstance(v, float) and math.isfinite(v) else v
+
+
+def item(r: Any) -> dict[str, Any]:
+    """One priority item, the shape shared by every output."""
+    return {
+        "pcode": r.pcode,
+        "name": r.name,
+        "country": r.country,
+        "boundary_set": r.boundary_set_id,
+        "department": {"pcode": r.parent_pcode, "name": r.department_name},
+        "score": _round(r.score),
+        "rank": r.rank,
+        "rank_region": r.rank_region,
+        "rank_interval": [r.rank_lo, r.rank_hi] if r.rank_lo is not None else None,
+        "rank_median": r.rank_median,
+        "p_top": _round(r.p_top, 3),
+        "robust": r.robust,
+        "tier": r.tier,
+        "pillar": r.pillar,
+        "pillar_secondary": r.pillar_secondary,
+        "pillar_scores": {p: _round(v) for p, v in r.pillar_scores.items()},
+        "migration": _round(r.migration),
+        "top_indicators": [{**t, "contribution": _round(t.get("contribution"))} for t in r.top_indicators],
+        "hotspot": r.hotspot,
+        "hotspot_confidence": r.hotspot_confidence,
+        "zone": r.zone,
+        "coverage": _round(r.coverage, 3),
+        "ranked": r.ranked,
+        "vintage": list(r.vintage),
+    }
+
+
+def _where(f: PriorityFilter) -> tuple[str, dict[str, Any]]:
+    clauses = ["s.run_id = :run"]
+    params: dict[str, Any] = {}
+    if f.ranked_only:
+        clauses.append("s.ranked")
+    if f.country:
+        clauses.append("s.country = :country")
+        params["country"] = f.country
+    if f.department:
+        clauses.append("u.parent_pcode = :department")
+        params["department"] = f.department
+    if f.pillar:
+        clauses.append("s.pillar = :pillar")
+        params["pillar"] = f.pillar
+    if f.tier is not None:
+        clauses.append("s.tier = :tier")
+        params["tier"] = f.tier
+    if f.top is not None:
+        clauses.append("s.rank <= :top")
+        params["top"] = f.top
+    return " AND ".join(clauses), params
+
+
+def priorities(
+    conn: Connection, run: int, f: PriorityFilter, *, limit: int, offset: int, geometry: bool = False
+) -> tuple[int, list[dict[str, Any]], list[str | None]]:
+    """Total, one page of ranked municipios (by country, then rank) and, on request, their GeoJSON geometry."""
+    where, params = _where(f)
+    params["run"] = run
+    total = conn.execute(text(f"SELECT count(*) {_FROM} WHERE {where}"), params).scalar_one()
+    geom = ", ST_AsGeoJSON(u.geom_simple, 6) AS g" if geometry else ""
+    rows = conn.execute(
+        text(
+            f"SELECT {_ITEM}{geom} {_FROM} WHERE {where} "
+            "ORDER BY s.country, s.rank NULLS LAST, s.pcode LIMIT :limit OFFSET :offset"
+        ),
+        {**params, "limit": limit, "offset": offset},
+    ).all()
+    return int(total), [item(r) for r in rows], [getattr(r, "g", None) for r in rows]
+
+
+def explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
+    """A municipio's score with its pillar sub-scores, contributions, rank interval, hotspot, zone, and the five
+    municipios of its country whose pillar and migration profile is most alike."""
+    row = conn.execute(
+        text(f"SELECT {_ITEM} {_FROM} WHERE s.run_id = :run AND s.pcode = :pcode"),
+        {"run": run, "pcode": pcode.strip().upper()},
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"No score for '{pcode}' in this profile's boundary sets. List them at /v1/priorities."
+        )
+    out = item(row)
+    others = conn.execute(
+        text(
+            f"SELECT {_ITEM} {_FROM} WHERE s.run_id = :run AND s.country = :c AND s.pcode <> :p AND s.ranked"
+        ),
+        {"run": run, "c": row.country, "p": row.pcode},
+    )
+    mine = {**row.pillar_scores, "migration": row.migration}
+    distances = []
+    for o in others:
+        theirs = {**o.pillar_scores, "migration": o.migration}
+        common = [k for k in mine if mine[k] is not None and theirs.get(k) is not None]
+        if common:
+            dist = math.sqrt(sum((mine[k] - theirs[k]) ** 2 for k in common) / len(common))
+            distances.append((dist, o))
+    distances.sort(key=lambda t: (t[0], t[1].pcode))
+    out["similar"] = [
+        {
+            "pcode": o.pcode,
+            "name": o.name,
+            "score": _round(o.score),
+            "rank": o.rank,
+            "pillar": o.pillar,
+            "distance": _round(dist),
+        }
+        for dist, o in distances[:5]
+    ]
+    return out
+
+
+def zones(conn: Connection, run: int, country: str | None = None) -> list[dict[str, Any]]:
+    """Programme zones of a run: contiguous tier-1 or hot-spot municipios, with their summary."""
+    params: dict[str, Any] = {"run": run}
+    where = "run_id = :run"
+    if country:
+        where += " AND country = :c"
+        params["c"] = country.upper()
+    rows = conn.execute(
+        text(f"""
+        SELECT zone, country, units, members, mean_score, max_score, area_km2, pillar,
+               ST_AsGeoJSON(geom, 5) AS g, ST_XMin(geom) AS x0, ST_YMin(geom) AS y0, ST_XMax(geom) AS x1,
+               ST_YMax(geom) AS y1
+        FROM score_zones WHERE {where} ORDER BY country, zone"""),
+        params,
+    ).all()
+    return [
+        {
+            "zone": r.zone,
+            "country": r.country,
+            "units": r.units,
+            "members": list(r.members),
+            "mean_score": _round(r.mean_score),
+            "max_score": _round(r.max_score),
+            "area_km2": _round(r.area_km2, 1),
+            "pillar": r.pillar,
+            "bbox": [_round(r.x0, 5), _round(r.y0, 5), _round(r.x1, 5), _round(r.y1, 5)],
+            "geometry": r.g,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,246 @@
+"""Priorities on the real data: every municipio with enough coverage is scored, pillars only where there is
+data, the API's shapes, filters, formats and errors, custom profiles cached by hash."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from app.scoring.profile import PILLARS, Profile
+from app.scoring.service import DEFAULT_PROFILE, bundled_profiles
+
+
+@pytest.fixture(scope="module")
+def ranked(client: TestClient) -> list[dict[str, Any]]:
+    body = client.get("/v1/priorities", params={"limit": 1000}).json()
+    assert body["total"] == len(body["items"])
+    return body["items"]
+
+
+def _run_rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        run = conn.execute(
+            text("SELECT id FROM score_runs WHERE profile_id = :p ORDER BY id DESC LIMIT 1"),
+            {"p": DEFAULT_PROFILE},
+        ).scalar_one()
+        return list(conn.execute(text("SELECT * FROM scores WHERE run_id = :r"), {"r": run}))
+
+
+def test_every_municipio_with_enough_coverage_is_scored(ranked: list[dict[str, Any]], engine: Engine) -> None:
+    rows = _run_rows(engine)
+    assert len(rows) == 340 + 44 + 298
+    profile = bundled_profiles()[DEFAULT_PROFILE]
+    for r in rows:
+        assert r.ranked == (r.coverage >= profile.min_coverage - 1e-9), r.pcode
+        assert (r.score is not None) == r.ranked
+    per_country = {c: sum(1 for r in rows if r.ranked and r.country == c) for c in ("GTM", "SLV", "HND")}
+    assert per_country == {"GTM": 340, "SLV": 44, "HND": 298}
+    assert len(ranked) == sum(per_country.values())
+
+
+def test_no_pillar_without_data(engine: Engine) -> None:
+    for r in _run_rows(engine):
+        for tag in (r.pillar, r.pillar_secondary):
+            if tag is not None:
+                assert r.pillar_scores[tag] is not None, (r.pcode, tag)
+        # El Salvador and Honduras have no governance (II), rights (III) or gender-violence (V) data
+        if r.country in ("SLV", "HND"):
+            assert r.pillar_scores["II"] is None and r.pillar_scores["V"] is None
+            assert r.pillar not in ("II", "III", "V")
+
+
+def test_priority_item_shape(ranked: list[dict[str, Any]]) -> None:
+    item = ranked[0]
+    for key in (
+        "pcode",
+        "name",
+        "country",
+        "score",
+        "rank",
+        "rank_interval",
+        "p_top",
+        "robust",
+        "tier",
+        "pillar",
+        "pillar_secondary",
+        "pillar_scores",
+        "migration",
+        "top_indicators",
+        "hotspot",
+        "zone",
+        "coverage",
+    ):
+        assert key in item
+    assert set(item["pillar_scores"]) == set(PILLARS)
+    gtm = [i for i in ranked if i["country"] == "GTM"]
+    assert [i["rank"] for i in gtm][:3] == [1, 2, 3]
+    assert all(0 <= i["score"] <= 100 for i in ranked)
+    assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(gtm))
+    lo, hi = gtm[0]["rank_interval"]
+    assert lo <= gtm[0]["rank_median"] <= hi
+    top = gtm[0]["top_indicators"]
+    assert top and {"code", "value", "contribution"} <= set(top[0])
+    assert gtm[0]["tier"] == 1 and gtm[-1]["tier"] == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "check"),
+    [
+        ({"country": "SLV"}, lambda i: i["country"] == "SLV"),
+        ({"pillar": "I"}, lambda i: i["pillar"] == "I"),
+        ({"tier": 1}, lambda i: i["tier"] == 1),
+        ({"top": 3}, lambda i: i["rank"] <= 3),
+        ({"department": "GT01"}, lambda i: i["department"]["pcode"] == "GT01"),
+    ],
+)
+def test_filters(client: TestClient, params: dict[str, Any], check: Any) -> None:
+    body = client.get("/v1/priorities", params={**params, "limit": 1000}).json()
+    assert body["total"] > 0 and all(check(i) for i in body["items"])
+
+
+def test_top_gives_three_per_country(client: TestClient) -> None:
+    body = client.get("/v1/priorities", params={"top": 3}).json()
+    assert body["total"] >= 9
+
+
+def test_formats(client: TestClient) -> None:
+    r = client.get("/v1/priorities", params={"country": "HND", "format": "csv", "limit": 1000})
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert r.headers["content-type"].startswith("text/csv") and len(rows) == 298
+    assert rows[0]["rank"] == "1"
+    g = client.get("/v1/priorities", params={"country": "SLV", "format": "geojson"}).json()
+    assert g["numberMatched"] == 44 and g["features"][0]["geometry"]["type"] == "MultiPolygon"
+    assert g["features"][0]["id"] == g["features"][0]["properties"]["pcode"]
+
+
+def test_profiles(client: TestClient) -> None:
+    items = client.get("/v1/profiles").json()["items"]
+    default = next(p for p in items if p["id"] == DEFAULT_PROFILE)
+    assert Profile.model_validate(default["spec"]).hash() == default["hash"]
+    assert client.get(f"/v1/profiles/{DEFAULT_PROFILE}").json()["hash"] == default["hash"]
+    r = client.get("/v1/profiles/nope")
+    assert r.status_code == 404 and DEFAULT_PROFILE in r.json()["description"]
+
+
+def _custom() -> dict[str, Any]:
+    return {
+        "id": "crime-first",
+        "migration": [{"code": "deportee_rate"}],
+        "pillars": {"IV": [{"code": "crime_rate"}]},
+        "migration_weight": 0.2,
+        "draws": 50,
+    }
+
+
+def test_post_scores_and_cache(client: TestClient, engine: Engine) -> None:
+    r = client.post("/v1/scores", json=_custom(), params={"country": "GTM", "limit": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["profile"]["hash"] == Profile.model_validate(_custom()).hash()
+    assert body["items"][0]["pillar"] == "IV"
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM score_runs")).scalar()
+    again = client.post("/v1/scores", json=_custom(), params={"country": "GTM", "limit": 5}).json()
+    assert again["items"] == body["items"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM score_runs")).scalar() == n  # served from the cache
+    # SLV and HND have no deportee or crime data: nobody ranked there
+    assert client.post("/v1/scores", json=_custom(), params={"country": "SLV"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"pillars": {"IV": [{"code": "no_such_indicator"}]}}, "Unknown indicators ['no_such_indicator']"),
+        ({"pillars": {"IV": [{"code": "crime_rate", "weight": -1}]}}, "greater than or equal to 0"),
+        ({"pillars": {"IV": []}}, "pillar IV is empty"),
+        ({"pillars": {"VI": [{"code": "crime_rate"}]}}, "pillars.VI"),
+        ({"migration_weight": 2}, "migration_weight"),
+        ({"tier_cutoffs": [0.5, 0.2]}, "tier_cutoffs must be increasing"),
+    ],
+)
+def test_post_scores_refuses_bad_profiles(client: TestClient, change: dict[str, Any], phrase: str) -> None:
+    r = client.post("/v1/scores", json={**_custom(), **change})
+    assert r.status_code == 422, r.text
+    assert phrase in r.json()["description"]
+
+
+def test_post_scores_refuses_malformed_json(client: TestClient) -> None:
+    r = client.post("/v1/scores", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_explanation(client: TestClient, ranked: list[dict[str, Any]]) -> None:
+    first = next(i for i in ranked if i["country"] == "HND")
+    m = client.get(f"/v1/municipalities/{first['pcode']}/score").json()
+    assert m["rank"] == 1 and m["pcode"] == first["pcode"]
+    assert len(m["similar"]) == 5 and all(s["pcode"] != first["pcode"] for s in m["similar"])
+    assert m["pillar_scores"][m["pillar"]] is not None
+    d = client.get("/v1/municipalities/SV0103/score").json()  # a distrito: scored on the 262
+    assert d["boundary_set"] == "slv-2021-distritos"
+    assert client.get("/v1/municipalities/GT9999/score").status_code == 404
+
+
+def test_zones(client: TestClient) -> None:
+    body = client.get("/v1/zones", params={"country": "GTM"}).json()
+    assert body["total"] >= 1
+    z = body["items"][0]
+    assert z["zone"].startswith("GTM-Z") and z["units"] == len(z["members"]) and z["area_km2"] > 0
+    tier1 = client.get("/v1/priorities", params={"country": "GTM", "tier": 1, "limit": 1000}).json()["items"]
+    assert all(i["zone"] is not None for i in tier1)  # every tier-1 municipio lies in a zone
+    g = client.get("/v1/zones", params={"format": "geojson"}).json()
+    assert g["features"][0]["geometry"]["type"] == "MultiPolygon"
+
+
+def test_sensitivity(client: TestClient) -> None:
+    body = client.get("/v1/sensitivity", params={"method": "oat"}).json()
+    factors = {f["factor"] for f in body["factors"]}
+    assert "migration_weight" in factors and len(factors) >= 3
+    assert client.get("/v1/sensitivity", params={"method": "magic"}).status_code == 422
+
+
+def test_scores_recomputed_when_data_change(fresh: Any, tmp_path: Any) -> None:
+    from app.ingest.layers import store_layer
+    from app.ingest.userdata import TableSpec, prepare_table, user_indicator
+    from app.scoring.service import ensure_run, profile_by_id
+
+    engine, _ = fresh
+    profile = profile_by_id(DEFAULT_PROFILE).model_copy(update={"draws": 20})
+    first = ensure_run(engine, profile)
+    assert ensure_run(engine, profile) == first
+    f = tmp_path / "x.csv"
+    f.write_text("pcode,value\nHN0101,1\n")
+    with engine.connect() as conn:
+        layer = prepare_table(conn, f, user_indicator("x_user"), TableSpec())
+    store_layer(engine, layer)
+    assert ensure_run(engine, profile) != first
+
+
+def test_cli_score_prints_a_table(fresh: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from app import cli
+    from app.settings import get_settings
+
+    engine, _ = fresh
+    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    spec = tmp_path / "p.json"
+    spec.write_text(json.dumps({**_custom(), "draws": 10}))
+    try:
+        result = CliRunner().invoke(cli.app, ["score", "--profile", str(spec), "--top", "3"])
+        assert result.exit_code == 0, result.output
+        assert "GTM" in result.output and "crime-first" in result.output
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"pillars": {"IV": []}}')
+        result = CliRunner().invoke(cli.app, ["score", "--profile", str(bad)])
+        assert result.exit_code == 2 and "not a valid profile" in result.output
+    finally:
+        get_settings.cache_clear()
