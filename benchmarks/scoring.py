@@ -1,0 +1,92 @@
+"""Scoring speed: one scoring run and a 1,000-draw rank-uncertainty run on the real data (from the database
+in use) and on a synthetic 50,000-municipio matrix, side by side; prints times and how they scale.
+
+Run: .venv/bin/python benchmarks/scoring.py [--draws 1000] [--units 50000] [--repeat 3]
+Needs a loaded database (`make run` once, or DATABASE_URL) for the real-data rows; without one it says so
+and runs the synthetic rows only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from app.scoring.engine import Matrix, score
+from app.scoring.profile import Profile
+from app.scoring.service import DEFAULT_PROFILE, profile_by_id
+from app.scoring.uncertainty import rank_uncertainty
+
+
+def best_of(repeat: int, run: Callable[[], object]) -> float:
+    """The best wall time of `repeat` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def real_matrix(profile: Profile) -> Matrix | None:
+    """The default profile's matrix from the database in use, or None when there is none."""
+    try:
+        from app.db import make_engine
+        from app.scoring import data
+        from app.settings import get_settings
+
+        engine = make_engine(get_settings())
+        with engine.connect() as conn:
+            matrix = data.load(conn, profile, data.default_sets(conn)).matrix
+        engine.dispose()
+        return matrix
+    except Exception as exc:  # no database: say so and go on with the synthetic rows
+        print(f"(no real data: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+        return None
+
+
+def synthetic_matrix(profile: Profile, units: int, seed: int = 7) -> Matrix:
+    """A random matrix with the profile's indicators, 10 % missing, three countries."""
+    rng = np.random.default_rng(seed)
+    codes = [i.code for i in profile.indicators()]
+    values = rng.lognormal(size=(units, len(codes)))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    index = pd.Index([f"u{i}" for i in range(units)])
+    country = pd.Series(rng.choice(["GTM", "SLV", "HND"], size=units), index=index)
+    return Matrix(pd.DataFrame(values, index=index, columns=codes), country, dict.fromkeys(codes, 1))
+
+
+def main() -> None:
+    """Time scoring and uncertainty on real and synthetic data and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--units", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    profile = profile_by_id(DEFAULT_PROFILE).model_copy(update={"draws": args.draws})
+    rows = []
+    inputs = [("real", real_matrix(profile)), ("synthetic", synthetic_matrix(profile, args.units))]
+    for label, matrix in inputs:
+        if matrix is None:
+            continue
+        n, k = matrix.values.shape
+        nominal = score(matrix, profile)
+        t_score = best_of(args.repeat, lambda m=matrix: score(m, profile))
+        t_mc = best_of(args.repeat, lambda m=matrix, nom=nominal: rank_uncertainty(m, profile, nom))
+        rows.append((label, n, k, t_score, t_mc))
+    print(f"profile {profile.id} ({len(profile.indicators())} indicators), {args.draws} draws, best of "
+          f"{args.repeat}\n")
+    print(f"{'data':<10}{'units':>8}{'indic.':>8}{'score (s)':>11}{'MC (s)':>9}{'µs/unit/draw':>14}")
+    for label, n, k, ts, tm in rows:
+        print(f"{label:<10}{n:>8}{k:>8}{ts:>11.3f}{tm:>9.3f}{1e6 * tm / (n * max(args.draws, 1)):>14.3f}")
+    if len(rows) == 2:
+        (_, n0, _, s0, m0), (_, n1, _, s1, m1) = rows
+        print(f"\nscaling, synthetic over real: units ×{n1 / n0:.1f}, score time ×{s1 / s0:.1f}, "
+              f"Monte Carlo time ×{m1 / m0:.1f} (linear would be ×{n1 / n0:.1f})")
+
+
+if __name__ == "__main__":
+    main()
