@@ -1,0 +1,1 @@
+"""OGC API Features: collections over PostGIS, CQL2 filters, CRS handling."""
