@@ -136,26 +136,67 @@ def priorities(
     return int(total), [item(r) for r in rows], [getattr(r, "g", None) for r in rows]
 
 
-FLAT_COLUMNS = ["pcode", "name", "country", "department_pcode", "department_name", "boundary_set", "score", "rank",
-                "rank_region", "rank_lo", "rank_hi", "p_top", "robust", "tier", "pillar", "pillar_secondary",
-                *[f"pillar_{p}" for p in PILLARS], "migration", "hotspot", "hotspot_confidence", "zone", "coverage",
-                "top_indicator_1", "top_indicator_2", "top_indicator_3", "vintage"]
+FLAT_COLUMNS = [
+    "pcode",
+    "name",
+    "country",
+    "department_pcode",
+    "department_name",
+    "boundary_set",
+    "score",
+    "rank",
+    "rank_region",
+    "rank_lo",
+    "rank_hi",
+    "p_top",
+    "robust",
+    "tier",
+    "pillar",
+    "pillar_secondary",
+    *[f"pillar_{p}" for p in PILLARS],
+    "migration",
+    "hotspot",
+    "hotspot_confidence",
+    "zone",
+    "coverage",
+    "top_indicator_1",
+    "top_indicator_2",
+    "top_indicator_3",
+    "vintage",
+]
 
 
 def flatten(i: dict[str, Any]) -> dict[str, Any]:
     """A priority item as flat, typed columns (for tables, GeoPackages, OGC features)."""
     lo, hi = i["rank_interval"] or (None, None)
-    tops = [t["code"] for t in i["top_indicators"]][:3] + [None, None, None]
+    tops = [*[t["code"] for t in i["top_indicators"]][:3], None, None, None]
     return {
-        "pcode": i["pcode"], "name": i["name"], "country": i["country"],
-        "department_pcode": i["department"]["pcode"], "department_name": i["department"]["name"],
-        "boundary_set": i["boundary_set"], "score": i["score"], "rank": i["rank"], "rank_region": i["rank_region"],
-        "rank_lo": lo, "rank_hi": hi, "p_top": i["p_top"], "robust": i["robust"], "tier": i["tier"],
-        "pillar": i["pillar"], "pillar_secondary": i["pillar_secondary"],
-        **{f"pillar_{p}": i["pillar_scores"].get(p) for p in PILLARS}, "migration": i["migration"],
-        "hotspot": i["hotspot"], "hotspot_confidence": i["hotspot_confidence"], "zone": i["zone"],
-        "coverage": i["coverage"], "top_indicator_1": tops[0], "top_indicator_2": tops[1],
-        "top_indicator_3": tops[2], "vintage": ",".join(i["vintage"]),
+        "pcode": i["pcode"],
+        "name": i["name"],
+        "country": i["country"],
+        "department_pcode": i["department"]["pcode"],
+        "department_name": i["department"]["name"],
+        "boundary_set": i["boundary_set"],
+        "score": i["score"],
+        "rank": i["rank"],
+        "rank_region": i["rank_region"],
+        "rank_lo": lo,
+        "rank_hi": hi,
+        "p_top": i["p_top"],
+        "robust": i["robust"],
+        "tier": i["tier"],
+        "pillar": i["pillar"],
+        "pillar_secondary": i["pillar_secondary"],
+        **{f"pillar_{p}": i["pillar_scores"].get(p) for p in PILLARS},
+        "migration": i["migration"],
+        "hotspot": i["hotspot"],
+        "hotspot_confidence": i["hotspot_confidence"],
+        "zone": i["zone"],
+        "coverage": i["coverage"],
+        "top_indicator_1": tops[0],
+        "top_indicator_2": tops[1],
+        "top_indicator_3": tops[2],
+        "vintage": ",".join(i["vintage"]),
     }
 
 
@@ -166,10 +207,19 @@ def priorities_frame(conn: Connection, run: int, f: PriorityFilter, *, full_geom
 
     where, params = _where(f)
     column = "u.geom" if full_geometry else "u.geom_simple"
-    rows = conn.execute(text(f"SELECT {_ITEM}, ST_AsBinary({column}) AS wkb {_FROM} WHERE {where} "
-                             "ORDER BY s.country, s.rank NULLS LAST, s.pcode"), {**params, "run": run}).all()
-    frame = gpd.GeoDataFrame([flatten(item(r)) for r in rows], columns=FLAT_COLUMNS,
-                             geometry=shapely.from_wkb([bytes(r.wkb) for r in rows]), crs=4326)
+    rows = conn.execute(
+        text(
+            f"SELECT {_ITEM}, ST_AsBinary({column}) AS wkb {_FROM} WHERE {where} "
+            "ORDER BY s.country, s.rank NULLS LAST, s.pcode"
+        ),
+        {**params, "run": run},
+    ).all()
+    frame = gpd.GeoDataFrame(
+        [flatten(item(r)) for r in rows],
+        columns=FLAT_COLUMNS,
+        geometry=shapely.from_wkb([bytes(r.wkb) for r in rows]),
+        crs=4326,
+    )
     return frame
 
 
