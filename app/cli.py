@@ -331,6 +331,69 @@ def score_cmd(
         console.print(table, width=max(console.width, 150))
 
 
+@app.command("export")
+def export_cmd(
+    output: Annotated[Path, typer.Argument(help="The file to write")],
+    fmt: Annotated[str, typer.Option("--format", help="gpkg, fgb, geojson or csv")] = "gpkg",
+    profile: Annotated[
+        Path | None, typer.Option(help="A profile JSON file (default: root-causes-2021)")
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="Only this country (ISO3)")] = None,
+    department: Annotated[str | None, typer.Option(help="Only this department (P-code)")] = None,
+    pillar: Annotated[str | None, typer.Option(help="Only municipios led by this pillar")] = None,
+    tier: Annotated[int | None, typer.Option(help="Only this tier")] = None,
+    top: Annotated[int | None, typer.Option(help="Only ranks 1…top in each country")] = None,
+    wkt: Annotated[bool, typer.Option(help="csv: add a WKT geometry column")] = False,
+) -> None:
+    """Export the scored, filtered priorities: a QGIS-styled GeoPackage, FlatGeobuf, GeoJSON or CSV."""
+    import json
+
+    from pydantic import ValidationError
+
+    from app import exports
+    from app.db import make_engine
+    from app.scoring import read, service
+    from app.scoring.profile import Profile
+
+    if fmt not in exports.EXPORT_FORMATS:
+        err.print(
+            f"[bold red]error:[/] --format must be one of {', '.join(exports.EXPORT_FORMATS)}",
+            highlight=False,
+        )
+        raise typer.Exit(code=2)
+    settings = get_settings()
+    try:
+        if profile is None:
+            spec = service.profile_by_id(service.DEFAULT_PROFILE)
+        else:
+            try:
+                spec = Profile.model_validate(json.loads(profile.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError, ValidationError) as exc:
+                err.print(f"[bold red]error:[/] {profile} is not a valid profile: {exc}", highlight=False)
+                raise typer.Exit(code=2) from None
+        f = read.PriorityFilter.parse(country, department, pillar, tier, top)
+        engine = make_engine(settings)
+        run = service.ensure_run(engine, spec)
+        with engine.connect() as conn:
+            frame = read.priorities_frame(conn, run, f)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "gpkg":
+        exports.to_gpkg(frame, output, title=f"Raíces priorities ({spec.id})")
+    elif fmt == "fgb":
+        exports.to_fgb(frame, output)
+    elif fmt == "geojson":
+        output.write_bytes(exports.to_geojson(frame))
+    else:
+        output.write_text(exports.to_csv(frame, wkt=wkt), encoding="utf-8")
+    console.print(
+        f"{len(frame)} municipios written to {output} ({fmt}, profile {spec.id} {spec.hash()})",
+        highlight=False,
+    )
+
+
 @app.command("sources")
 def sources() -> None:
     """List the sources of the manifest."""

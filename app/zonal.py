@@ -10,6 +10,10 @@ cell weighs the same whatever its latitude; true cell area goes with cos(latitud
 differ by under 0.6%, which moves a zone's mean by well under 0.3% of the zone's range of values
 (benchmarks/zonal.py measures at most 0.02% on its synthetic wind field). That is far below the accuracy
 of the layers involved, so no cell-area weighting is applied.
+
+Known limitation of exactextract 0.3.0: an edge that runs exactly through grid corners (a 45° line from
+corner to corner) loses the coverage of the cells it cuts — a triangle over half of a 10×10 raster counts
+48 cells, not 50. Surveyed boundaries do not fall on raster grid corners; synthetic ones can.
 """
 
 from __future__ import annotations

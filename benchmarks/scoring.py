@@ -61,7 +61,9 @@ def synthetic_matrix(profile: Profile, units: int, seed: int = 7) -> Matrix:
 
 def main() -> None:
     """Time scoring and uncertainty on real and synthetic data and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--units", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -77,15 +79,19 @@ def main() -> None:
         t_score = best_of(args.repeat, lambda m=matrix: score(m, profile))
         t_mc = best_of(args.repeat, lambda m=matrix, nom=nominal: rank_uncertainty(m, profile, nom))
         rows.append((label, n, k, t_score, t_mc))
-    print(f"profile {profile.id} ({len(profile.indicators())} indicators), {args.draws} draws, best of "
-          f"{args.repeat}\n")
+    print(
+        f"profile {profile.id} ({len(profile.indicators())} indicators), {args.draws} draws, best of "
+        f"{args.repeat}\n"
+    )
     print(f"{'data':<10}{'units':>8}{'indic.':>8}{'score (s)':>11}{'MC (s)':>9}{'µs/unit/draw':>14}")
     for label, n, k, ts, tm in rows:
         print(f"{label:<10}{n:>8}{k:>8}{ts:>11.3f}{tm:>9.3f}{1e6 * tm / (n * max(args.draws, 1)):>14.3f}")
     if len(rows) == 2:
         (_, n0, _, s0, m0), (_, n1, _, s1, m1) = rows
-        print(f"\nscaling, synthetic over real: units ×{n1 / n0:.1f}, score time ×{s1 / s0:.1f}, "
-              f"Monte Carlo time ×{m1 / m0:.1f} (linear would be ×{n1 / n0:.1f})")
+        print(
+            f"\nscaling, synthetic over real: units ×{n1 / n0:.1f}, score time ×{s1 / s0:.1f}, "
+            f"Monte Carlo time ×{m1 / m0:.1f} (linear would be ×{n1 / n0:.1f})"
+        )
 
 
 if __name__ == "__main__":

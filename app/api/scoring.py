@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import tempfile
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
+from app import exports
 from app.api.deps import ConnDep
 from app.api.responses import GeoJSONResponse, ORJSONResponse
 from app.errors import InvalidParameter
 from app.scoring import read, service
-from app.scoring.profile import PILLARS, Profile
+from app.scoring.profile import Profile
 
 router = APIRouter(prefix="/v1", tags=["priorities"])
 
@@ -27,6 +28,8 @@ class Format(StrEnum):
     json = "json"
     geojson = "geojson"
     csv = "csv"
+    gpkg = "gpkg"
+    fgb = "fgb"
 
 
 def _engine(request: Request) -> Any:
@@ -37,63 +40,21 @@ def _sets(set_id: str | None) -> list[str] | None:
     return [set_id.strip()] if set_id else None
 
 
-CSV_COLUMNS = [
-    "pcode",
-    "name",
-    "country",
-    "department",
-    "score",
-    "rank",
-    "rank_lo",
-    "rank_hi",
-    "p_top",
-    "robust",
-    "tier",
-    "pillar",
-    "pillar_secondary",
-    *[f"pillar_{p}" for p in PILLARS],
-    "migration",
-    "hotspot",
-    "zone",
-    "coverage",
-    "top_indicators",
-]
-
-
-def _csv(items: list[dict[str, Any]], name: str) -> Response:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for i in items:
-        lo, hi = i["rank_interval"] or (None, None)
-        w.writerow(
-            [
-                i["pcode"],
-                i["name"],
-                i["country"],
-                i["department"]["name"],
-                i["score"],
-                i["rank"],
-                lo,
-                hi,
-                i["p_top"],
-                i["robust"],
-                i["tier"],
-                i["pillar"],
-                i["pillar_secondary"],
-                *[i["pillar_scores"].get(p) for p in PILLARS],
-                i["migration"],
-                i["hotspot"],
-                i["zone"],
-                i["coverage"],
-                ";".join(t["code"] for t in i["top_indicators"]),
-            ]
-        )
-    return Response(
-        buf.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )
+def _download(
+    conn: ConnDep, profile: Profile, run: int, f: read.PriorityFilter, fmt: Format, wkt: bool
+) -> Response:
+    """The whole filtered result as a file: CSV (optional WKT), a styled GeoPackage, or streamed FlatGeobuf."""
+    frame = read.priorities_frame(conn, run, f)
+    media, suffix = exports.EXPORT_FORMATS[fmt.value]
+    name = f"priorities-{profile.id}{suffix}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Profile-Hash": profile.hash()}
+    if fmt is Format.csv:
+        return Response(exports.to_csv(frame, wkt=wkt), media_type=media, headers=headers)
+    if fmt is Format.fgb:
+        return StreamingResponse(exports.iter_fgb(frame), media_type=media, headers=headers)
+    with tempfile.TemporaryDirectory(prefix="raices-gpkg-") as tmp:
+        path = exports.to_gpkg(frame, Path(tmp) / name, title=f"Raíces priorities ({profile.id})")
+        return Response(path.read_bytes(), media_type=media, headers=headers)
 
 
 def _respond(
@@ -105,12 +66,13 @@ def _respond(
     limit: int,
     offset: int,
     fmt: Format,
+    wkt: bool = False,
 ) -> Response:
+    if fmt in (Format.csv, Format.gpkg, Format.fgb):
+        return _download(conn, profile, run, f, fmt, wkt)
     geometry = fmt is Format.geojson
     total, items, geoms = read.priorities(conn, run, f, limit=limit, offset=offset, geometry=geometry)
     meta = {"id": profile.id, "hash": profile.hash(), "title": profile.title}
-    if fmt is Format.csv:
-        return _csv(items, f"priorities-{profile.id}")
     if geometry:
         return GeoJSONResponse(
             {
@@ -158,13 +120,14 @@ def priorities(
     limit: Limit = 100,
     offset: Offset = 0,
     format: Format = Format.json,
+    wkt: Annotated[bool, Query(description="format=csv: add a WKT geometry column")] = False,
 ) -> Response:
     """Each municipio: score 0–100, rank in its country and the 5–95 % rank interval, probability of the top k,
     tier, lead and secondary pillar, pillar sub-scores (null: no data), top indicators, hotspot, zone, coverage."""
     p = service.profile_by_id(profile)
     f = read.PriorityFilter.parse(country, department, pillar, tier, top)
     run = service.ensure_run(_engine(request), p, _sets(set))
-    return _respond(request, conn, p, run, f, limit, offset, format)
+    return _respond(request, conn, p, run, f, limit, offset, format, wkt)
 
 
 @router.post("/scores", summary="Score a custom profile (cached by its hash)")

@@ -1,0 +1,390 @@
+"""The feature collections: each is a whitelisted set of typed properties over a PostGIS query.
+
+Every identifier a client can name (property, sort key, filter attribute) is looked up here; values are
+bound parameters. A collection's query is a subquery with columns `fid`, `geom`, `geom_simple` and its
+properties, so filters, sorting and paging work the same for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Float, Numeric, Subquery, and_, column, func, select, table, true
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.errors import NotFound
+from app.scoring.profile import PILLARS
+
+au = table(
+    "admin_units",
+    column("boundary_set_id"),
+    column("level"),
+    column("pcode"),
+    column("national_code"),
+    column("name"),
+    column("country"),
+    column("parent_pcode"),
+    column("area_km2"),
+    column("geom"),
+    column("geom_simple"),
+    column("source_id"),
+)
+bs = table("boundary_sets", column("id"), column("is_default"), column("title"))
+sc = table(
+    "scores",
+    *(
+        column(c)
+        for c in (
+            "run_id",
+            "boundary_set_id",
+            "pcode",
+            "score",
+            "ranked",
+            "rank",
+            "rank_region",
+            "rank_lo",
+            "rank_hi",
+            "p_top",
+            "robust",
+            "tier",
+            "pillar",
+            "pillar_secondary",
+            "migration",
+            "hotspot",
+            "hotspot_confidence",
+            "zone",
+            "coverage",
+        )
+    ),
+    column("pillar_scores", JSONB),
+    column("top_indicators", JSONB),
+)
+st = table(
+    "storms",
+    *(
+        column(c)
+        for c in (
+            "storm_id",
+            "name",
+            "year",
+            "start_time",
+            "end_time",
+            "max_wind_kt",
+            "min_pressure_mb",
+            "track",
+            "source_id",
+        )
+    ),
+)
+zn = table(
+    "score_zones",
+    *(
+        column(c)
+        for c in (
+            "run_id",
+            "zone",
+            "country",
+            "units",
+            "members",
+            "mean_score",
+            "max_score",
+            "area_km2",
+            "pillar",
+            "geom",
+        )
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A property clients may see, filter and sort on."""
+
+    name: str
+    type: str  # JSON Schema: string, number, integer, boolean
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a collection query depends on besides the request: the boundary set, the score run."""
+
+    set_id: str | None = None
+    run_id: int | None = None
+
+
+@dataclass
+class Collection:
+    """A feature collection: its metadata, properties and the query that yields its features."""
+
+    id: str
+    title: str
+    description: str
+    props: list[Prop]
+    build: Callable[[Context], Subquery]
+    needs_run: bool = False
+    set_id: str | None = None
+    keywords: list[str] = field(default_factory=list)
+
+    def prop(self, name: str) -> Prop | None:
+        """The property of that name, if it is one."""
+        return next((p for p in self.props if p.name == name), None)
+
+
+def _round(col: ColumnElement[Any], digits: int) -> ColumnElement[Any]:
+    return func.round(col.cast(Numeric), digits).cast(Float)
+
+
+def _department() -> Any:
+    return au.alias("d")
+
+
+def _municipalities(ctx: Context) -> Subquery:
+    d = _department()
+    scope = au.c.boundary_set_id == ctx.set_id if ctx.set_id else bs.c.is_default.is_(True)
+    return (
+        select(
+            au.c.pcode.label("fid"),
+            au.c.pcode.label("pcode"),
+            au.c.national_code.label("national_code"),
+            au.c.name.label("name"),
+            au.c.country.label("country"),
+            au.c.parent_pcode.label("department_pcode"),
+            d.c.name.label("department_name"),
+            au.c.boundary_set_id.label("boundary_set"),
+            _round(au.c.area_km2, 3).label("area_km2"),
+            au.c.geom.label("geom"),
+            au.c.geom_simple.label("geom_simple"),
+        )
+        .select_from(
+            au.join(bs, bs.c.id == au.c.boundary_set_id).outerjoin(
+                d, and_(d.c.boundary_set_id == au.c.boundary_set_id, d.c.pcode == au.c.parent_pcode)
+            )
+        )
+        .where(au.c.level == 2, scope)
+        .subquery("c")
+    )
+
+
+MUNICIPALITY_PROPS = [
+    Prop("pcode", "string", "P-code"),
+    Prop("national_code", "string", "INE or DIGESTYC code"),
+    Prop("name", "string"),
+    Prop("country", "string", "ISO3"),
+    Prop("department_pcode", "string"),
+    Prop("department_name", "string"),
+    Prop("boundary_set", "string"),
+    Prop("area_km2", "number"),
+]
+
+
+def _priorities(ctx: Context) -> Subquery:
+    d = _department()
+    return (
+        select(
+            sc.c.pcode.label("fid"),
+            sc.c.pcode.label("pcode"),
+            au.c.name.label("name"),
+            au.c.country.label("country"),
+            au.c.parent_pcode.label("department_pcode"),
+            d.c.name.label("department_name"),
+            sc.c.boundary_set_id.label("boundary_set"),
+            _round(sc.c.score, 2).label("score"),
+            sc.c.rank.label("rank"),
+            sc.c.rank_region.label("rank_region"),
+            sc.c.rank_lo.label("rank_lo"),
+            sc.c.rank_hi.label("rank_hi"),
+            sc.c.p_top.label("p_top"),
+            sc.c.robust.label("robust"),
+            sc.c.tier.label("tier"),
+            sc.c.pillar.label("pillar"),
+            sc.c.pillar_secondary.label("pillar_secondary"),
+            *[sc.c.pillar_scores[p].as_float().label(f"pillar_{p}") for p in PILLARS],
+            sc.c.migration.label("migration"),
+            sc.c.hotspot.label("hotspot"),
+            sc.c.hotspot_confidence.label("hotspot_confidence"),
+            sc.c.zone.label("zone"),
+            sc.c.coverage.label("coverage"),
+            sc.c.ranked.label("ranked"),
+            *[sc.c.top_indicators[i]["code"].as_string().label(f"top_indicator_{i + 1}") for i in range(3)],
+            au.c.geom.label("geom"),
+            au.c.geom_simple.label("geom_simple"),
+        )
+        .select_from(
+            sc.join(
+                au, and_(au.c.boundary_set_id == sc.c.boundary_set_id, au.c.pcode == sc.c.pcode)
+            ).outerjoin(d, and_(d.c.boundary_set_id == au.c.boundary_set_id, d.c.pcode == au.c.parent_pcode))
+        )
+        .where(sc.c.run_id == ctx.run_id)
+        .subquery("c")
+    )
+
+
+PRIORITY_PROPS = [
+    Prop("pcode", "string"),
+    Prop("name", "string"),
+    Prop("country", "string"),
+    Prop("department_pcode", "string"),
+    Prop("department_name", "string"),
+    Prop("boundary_set", "string"),
+    Prop("score", "number", "priority 0-100 (null: not ranked, too little data)"),
+    Prop("rank", "integer", "rank in its country, 1 = first"),
+    Prop("rank_region", "integer"),
+    Prop("rank_lo", "integer", "5th percentile of the Monte Carlo ranks"),
+    Prop("rank_hi", "integer", "95th percentile of the Monte Carlo ranks"),
+    Prop("p_top", "number", "probability of ranking in the top 10"),
+    Prop("robust", "boolean"),
+    Prop("tier", "integer", "1 = highest priority"),
+    Prop("pillar", "string", "lead pillar I-V"),
+    Prop("pillar_secondary", "string"),
+    *[Prop(f"pillar_{p}", "number", f"pillar {p} sub-score 0-100 (null: no data)") for p in PILLARS],
+    Prop("migration", "number", "out-migration sub-score 0-100"),
+    Prop("hotspot", "string", "Gi* label"),
+    Prop("hotspot_confidence", "integer"),
+    Prop("zone", "string", "programme zone id"),
+    Prop("coverage", "number", "share of the weights with data"),
+    Prop("ranked", "boolean"),
+    Prop("top_indicator_1", "string"),
+    Prop("top_indicator_2", "string"),
+    Prop("top_indicator_3", "string"),
+]
+
+
+def _tracks(ctx: Context) -> Subquery:
+    return select(
+        st.c.storm_id.label("fid"),
+        st.c.storm_id.label("storm_id"),
+        st.c.name.label("name"),
+        st.c.year.label("year"),
+        func.to_char(st.c.start_time, 'YYYY-MM-DD"T"HH24:MI"Z"').label("start_time"),
+        func.to_char(st.c.end_time, 'YYYY-MM-DD"T"HH24:MI"Z"').label("end_time"),
+        st.c.max_wind_kt.label("max_wind_kt"),
+        st.c.min_pressure_mb.label("min_pressure_mb"),
+        st.c.track.label("geom"),
+        st.c.track.label("geom_simple"),
+    ).subquery("c")
+
+
+TRACK_PROPS = [
+    Prop("storm_id", "string"),
+    Prop("name", "string"),
+    Prop("year", "integer"),
+    Prop("start_time", "string"),
+    Prop("end_time", "string"),
+    Prop("max_wind_kt", "number"),
+    Prop("min_pressure_mb", "number"),
+]
+
+
+def _zones(ctx: Context) -> Subquery:
+    return (
+        select(
+            zn.c.zone.label("fid"),
+            zn.c.zone.label("zone"),
+            zn.c.country.label("country"),
+            zn.c.units.label("units"),
+            func.array_to_string(zn.c.members, ",").label("members"),
+            _round(zn.c.mean_score, 2).label("mean_score"),
+            _round(zn.c.max_score, 2).label("max_score"),
+            _round(zn.c.area_km2, 1).label("area_km2"),
+            zn.c.pillar.label("pillar"),
+            zn.c.geom.label("geom"),
+            zn.c.geom.label("geom_simple"),
+        )
+        .where(zn.c.run_id == ctx.run_id)
+        .subquery("c")
+    )
+
+
+ZONE_PROPS = [
+    Prop("zone", "string"),
+    Prop("country", "string"),
+    Prop("units", "integer"),
+    Prop("members", "string", "P-codes, comma-separated"),
+    Prop("mean_score", "number"),
+    Prop("max_score", "number"),
+    Prop("area_km2", "number"),
+    Prop("pillar", "string"),
+]
+
+
+def registry(conn: Connection) -> dict[str, Collection]:
+    """Every collection, including one per stored boundary set."""
+    out = {
+        "municipalities": Collection(
+            "municipalities",
+            "Municipios (current boundary sets)",
+            "The municipios of Guatemala (340), El Salvador (the 44 of 2024) and Honduras (298). Other boundary "
+            "sets: the municipalities-<set> collections, or ?set=.",
+            MUNICIPALITY_PROPS,
+            _municipalities,
+        ),
+        "priorities": Collection(
+            "priorities",
+            "Priority municipios (root-causes-2021)",
+            "Every municipio scored with the default profile: score, rank and its 5-95 % interval, tier, lead "
+            "pillar, pillar sub-scores, hotspot, zone, coverage.",
+            PRIORITY_PROPS,
+            _priorities,
+            needs_run=True,
+        ),
+        "hurricane-tracks": Collection(
+            "hurricane-tracks",
+            "Atlantic hurricane tracks since 1975",
+            "NOAA HURDAT2 best tracks (via the dplyr storms table): one line per storm.",
+            TRACK_PROPS,
+            _tracks,
+        ),
+        "zones": Collection(
+            "zones",
+            "Programme zones (root-causes-2021)",
+            "Contiguous groups of tier-1 or hot-spot municipios, dissolved.",
+            ZONE_PROPS,
+            _zones,
+            needs_run=True,
+        ),
+    }
+    for set_id, title in conn.execute(select(bs.c.id, bs.c.title).order_by(bs.c.id)).all():
+        cid = f"municipalities-{set_id}"
+        out[cid] = Collection(
+            cid,
+            title,
+            f"The level-2 units of boundary set {set_id}.",
+            MUNICIPALITY_PROPS,
+            _municipalities,
+            set_id=set_id,
+        )
+    return out
+
+
+def get(conn: Connection, collection_id: str) -> Collection:
+    """A collection by id, or 404 naming the ones there are."""
+    reg = registry(conn)
+    if collection_id not in reg:
+        raise NotFound(f"No collection '{collection_id}'; collections: {', '.join(reg)}.")
+    return reg[collection_id]
+
+
+def columns(sub: Subquery, c: Collection) -> dict[str, ColumnElement[Any]]:
+    """Property name → column of the collection's subquery (the whitelist)."""
+    return {p.name: sub.c[p.name] for p in c.props}
+
+
+def extent(conn: Connection, c: Collection, ctx: Context) -> list[float]:
+    """The bounding box of the collection's features in CRS84."""
+    sub = c.build(ctx)
+    box = conn.execute(
+        select(
+            func.ST_XMin(func.ST_Extent(sub.c.geom)),
+            func.ST_YMin(func.ST_Extent(sub.c.geom)),
+            func.ST_XMax(func.ST_Extent(sub.c.geom)),
+            func.ST_YMax(func.ST_Extent(sub.c.geom)),
+        )
+    ).one()
+    return [round(v, 5) for v in box] if box[0] is not None else [-180.0, -90.0, 180.0, 90.0]
+
+
+_ = true  # re-exported for callers building optional filters

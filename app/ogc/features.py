@@ -1,0 +1,208 @@
+"""Items of a collection: paging, bbox (any served CRS), CRS of the output, property filters, CQL2, sortby,
+properties. Everything a client names is checked against the collection's whitelist; values are bound."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Select, and_, func, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.errors import InvalidParameter, NotFound
+from app.ogc import crs as crs_mod
+from app.ogc.collections import Collection, Context, columns
+from app.ogc.cql2 import Queryable, to_sqlalchemy
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+RESERVED = {
+    "limit",
+    "offset",
+    "bbox",
+    "bbox-crs",
+    "crs",
+    "filter",
+    "filter-lang",
+    "filter-crs",
+    "sortby",
+    "properties",
+    "geometry",
+    "f",
+    "set",
+    "datetime",
+    "profile",
+}
+
+
+@dataclass
+class ItemsQuery:
+    """A parsed, validated items request."""
+
+    limit: int
+    offset: int
+    crs: crs_mod.Crs
+    full_geometry: bool
+    where: list[ColumnElement[bool]]
+    order: list[Any]
+    properties: list[str]
+
+
+def _int(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter(f"{name} must be an integer, got '{raw[:20]}'.") from None
+    if not lo <= value <= hi:
+        raise InvalidParameter(f"{name} must be between {lo} and {hi}, got {value}.")
+    return value
+
+
+def _bbox(raw: str, bbox_crs: crs_mod.Crs, geom: ColumnElement[Any]) -> ColumnElement[bool]:
+    try:
+        nums = [float(v) for v in raw.split(",")]
+    except ValueError:
+        raise InvalidParameter("bbox must be 4 (or 6) comma-separated numbers.") from None
+    if len(nums) == 6:
+        nums = [nums[0], nums[1], nums[3], nums[4]]
+    if len(nums) != 4 or not all(math.isfinite(v) for v in nums):
+        raise InvalidParameter("bbox must be 4 (or 6) comma-separated finite numbers.")
+    x0, y0, x1, y1 = nums
+    if bbox_crs.lat_first:
+        x0, y0, x1, y1 = y0, x0, y1, x1
+    if x0 > x1 or y0 > y1:
+        raise InvalidParameter("bbox lower corner must not exceed its upper corner.")
+    if bbox_crs.srid == 4326 and not (
+        -180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90
+    ):
+        raise InvalidParameter("bbox in degrees: longitudes within ±180, latitudes within ±90.")
+    env = func.ST_MakeEnvelope(x0, y0, x1, y1, bbox_crs.srid)
+    if bbox_crs.srid != 4326:
+        env = func.ST_Transform(env, 4326)
+    return func.ST_Intersects(geom, env)
+
+
+def _coerce(prop_type: str, name: str, raw: str) -> Any:
+    try:
+        if prop_type == "integer":
+            return int(raw)
+        if prop_type == "number":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except ValueError:
+        raise InvalidParameter(f"{name} must be a {prop_type}, got '{raw[:20]}'.") from None
+    if prop_type == "boolean":
+        if raw.lower() not in ("true", "false"):
+            raise InvalidParameter(f"{name} must be true or false, got '{raw[:20]}'.")
+        return raw.lower() == "true"
+    return raw
+
+
+def parse(
+    params: Mapping[str, str], c: Collection, cols: dict[str, ColumnElement[Any]], geom: ColumnElement[Any]
+) -> ItemsQuery:
+    """Validate every parameter of an items request against the collection."""
+    limit = _int(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int(params, "offset", 0, 0, 10_000_000)
+    out_crs = crs_mod.parse(params.get("crs"), "crs")
+    where: list[ColumnElement[bool]] = []
+    if params.get("bbox"):
+        where.append(_bbox(params["bbox"], crs_mod.parse(params.get("bbox-crs"), "bbox-crs"), geom))
+    elif params.get("bbox-crs"):
+        crs_mod.parse(params["bbox-crs"], "bbox-crs")
+    for name, raw in params.items():
+        if name in RESERVED:
+            continue
+        prop = c.prop(name)
+        if prop is not None:
+            where.append(cols[name] == _coerce(prop.type, name, raw))
+    if params.get("filter"):
+        lang = params.get("filter-lang", "cql2-text")
+        if lang != "cql2-text":
+            raise InvalidParameter(f"filter-lang '{lang}' is not supported; use cql2-text.")
+        filter_crs = crs_mod.parse(params.get("filter-crs"), "filter-crs")
+        queryables = {p.name: Queryable(p.name, cols[p.name], p.type) for p in c.props}
+        where.append(
+            to_sqlalchemy(
+                params["filter"], queryables, geom, filter_crs=filter_crs.srid, swap_axes=filter_crs.lat_first
+            )
+        )
+    order: list[Any] = []
+    for key in (k.strip() for k in params.get("sortby", "").split(",") if k.strip()):
+        desc = key.startswith("-")
+        name = key.lstrip("+-").strip()
+        if name not in cols:
+            raise InvalidParameter(f"sortby: '{name[:40]}' is not a property; sortable: {', '.join(cols)}.")
+        order.append(cols[name].desc().nulls_last() if desc else cols[name].asc().nulls_last())
+    props = [p.name for p in c.props]
+    if params.get("properties") is not None:
+        wanted = [p.strip() for p in params["properties"].split(",") if p.strip()]
+        unknown = [p for p in wanted if p not in cols]
+        if unknown:
+            raise InvalidParameter(f"properties: unknown {unknown[:5]}; available: {', '.join(cols)}.")
+        props = wanted
+    geometry = params.get("geometry", "simplified")
+    if geometry not in ("simplified", "full"):
+        raise InvalidParameter("geometry must be 'simplified' or 'full'.")
+    return ItemsQuery(limit, offset, out_crs, geometry == "full", where, order, props)
+
+
+def _geojson(g: ColumnElement[Any], crs: crs_mod.Crs) -> ColumnElement[Any]:
+    if crs.srid != 4326:
+        g = func.ST_Transform(g, crs.srid)
+    if crs.lat_first:
+        g = func.ST_FlipCoordinates(g)
+    return func.ST_AsGeoJSON(g, crs.decimals, 0)  # options 0: no "crs" member (Content-Crs says it)
+
+
+def _select(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
+    cols = columns(sub, c)
+    geom = sub.c.geom if q.full_geometry else sub.c.geom_simple
+    return select(sub.c.fid, *(cols[p] for p in q.properties), _geojson(geom, q.crs).label("__geometry"))
+
+
+def _feature(row: Any, props: list[str]) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "type": "Feature",
+        "id": m["fid"],
+        "geometry": orjson.loads(m["__geometry"]) if m["__geometry"] else None,
+        "properties": {p: m[p] for p in props},
+    }
+
+
+def items(
+    conn: Connection, c: Collection, ctx: Context, params: Mapping[str, str]
+) -> tuple[int, list[dict[str, Any]], ItemsQuery]:
+    """numberMatched, one page of features, and the parsed query."""
+    sub = c.build(ctx)
+    q = parse(params, c, columns(sub, c), sub.c.geom)
+    cond = and_(true(), *q.where)
+    total = conn.execute(select(func.count()).select_from(sub).where(cond)).scalar_one()
+    stmt = _select(c, sub, q).where(cond).order_by(*q.order, sub.c.fid).limit(q.limit).offset(q.offset)
+    return int(total), [_feature(r, q.properties) for r in conn.execute(stmt)], q
+
+
+def item(
+    conn: Connection, c: Collection, ctx: Context, fid: str, params: Mapping[str, str]
+) -> tuple[dict[str, Any], ItemsQuery]:
+    """One feature by id, or 404."""
+    sub = c.build(ctx)
+    q = parse(
+        {k: v for k, v in params.items() if k in ("crs", "properties", "geometry", "f")},
+        c,
+        columns(sub, c),
+        sub.c.geom,
+    )
+    row = conn.execute(_select(c, sub, q).where(sub.c.fid == fid)).first()
+    if row is None:
+        raise NotFound(f"No feature '{fid[:60]}' in collection '{c.id}'.")
+    return _feature(row, q.properties), q
