@@ -19,9 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with its dev tools
+NODE_STAMP := node_modules/.installed-stamp
+$(NODE_STAMP): package.json
+	@command -v npm >/dev/null || { echo "error: npm is needed for the map page (Debian: apt-get install npm)"; exit 1; }
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
 
-db: $(STAMP) ## Start (or reuse) the local PostGIS cluster, migrate, load what is missing, score
+install: $(STAMP) $(NODE_STAMP) ## Create .venv and install the project with its dev tools, and the map's JS
+
+db: $(STAMP) $(NODE_STAMP) ## Start (or reuse) the local PostGIS cluster, migrate, load what is missing, score
 	$(BIN)/raices db start
 	$(BIN)/raices db upgrade
 	$(BIN)/raices load all --missing
@@ -33,7 +39,7 @@ run: db ## Set everything up and serve on http://127.0.0.1:$(PORT)
 stop: ## Stop the local PostGIS cluster
 	@if [ -x $(BIN)/raices ]; then $(BIN)/raices db stop; else echo "Nothing to stop (no .venv)."; fi
 
-test: $(STAMP) ## Run the whole suite against a throwaway PostGIS
+test: $(STAMP) $(NODE_STAMP) ## Run the whole suite against a throwaway PostGIS
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff and mypy

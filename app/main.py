@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from app import __version__
-from app.api import hazards, health, layers, ogc, scoring, tiles, v1
+from app.api import hazards, health, layers, ogc, scoring, tiles, v1, web
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
@@ -54,5 +54,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(layers.router)
     app.include_router(hazards.router)
     app.include_router(tiles.router)
+    app.include_router(web.router)
     app.include_router(ogc.router)
     return app
