@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
 from app import __version__
-from app.api import hazards, health, layers, ogc, scoring, tiles, v1, web
+from app.api import hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, web
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
@@ -21,6 +22,19 @@ Raíces scores the municipios of El Salvador, Guatemala and Honduras for the pla
 U.S. Strategy for Addressing the Root Causes of Migration in Central America (2021).
 Every answer carries the provenance of its data.
 """
+
+
+def _configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    root.setLevel(settings.log_level.upper())
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(
+            security.JsonFormatter()
+            if settings.log_format == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -47,10 +61,26 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.key_hashes = security.key_hashes(settings)
+    app.state.metrics = security.Metrics()
     add_exception_handlers(app)
+    # the last added is the outermost: request context sees everything, rate limit and body limit run early
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Content-Crs", "ETag"],
+        )
+    app.add_middleware(security.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(security.RateLimit, per_minute=settings.rate_limit_per_minute)
+    app.add_middleware(security.RequestContext, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(scoring.router)
     app.include_router(v1.router)
+    app.include_router(uploads.router)
     app.include_router(layers.router)
     app.include_router(hazards.router)
     app.include_router(tiles.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_limit: int = 1000
     default_limit: int = 100
+    # access and limits (see README "Production")
+    api_keys: SecretStr = SecretStr("")  # comma-separated keys; kept only as SHA-256 hashes in memory
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    rate_limit_per_minute: int = Field(default=600, ge=0)  # per client address; 0 disables
+    public_max_draws: int = Field(default=200, ge=0)  # Monte Carlo draws allowed without an API key
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    upload_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 
     @field_validator("data_mirror", mode="before")
     @classmethod

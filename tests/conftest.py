@@ -24,6 +24,8 @@ from app.ingest.run import load_all
 from app.main import create_app
 from app.settings import Settings
 
+TEST_API_KEY = "test-key-1,test-key-2"
+
 
 class PG:
     """A throwaway cluster and the databases made in it."""
@@ -73,7 +75,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(url: str | None, cache: Path, **kw: object) -> Settings:
     """Settings for tests: the given database, a private cache, no downloads."""
     return Settings(  # type: ignore[arg-type]
-        database_url=url, data_cache=cache, raster_dir=cache / "rasters", allow_download=False, **kw
+        database_url=url,
+        data_cache=cache,
+        raster_dir=cache / "rasters",
+        allow_download=False,
+        **{"rate_limit_per_minute": 0, "api_keys": TEST_API_KEY, **kw},
     )
 
 

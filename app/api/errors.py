@@ -7,11 +7,12 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import ORJSONResponse
-from app.errors import DataError, RaicesError
+from app.errors import DataError as RaicesDataError
+from app.errors import RaicesError
 
 log = logging.getLogger("app.api")
 
@@ -22,7 +23,7 @@ def _body(code: str, description: str, **extra: object) -> dict[str, object]:
 
 async def _domain(_: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, RaicesError)
-    extra = {"errors": exc.errors} if isinstance(exc, DataError) and exc.errors else {}
+    extra = {"errors": exc.errors} if isinstance(exc, RaicesDataError) and exc.errors else {}
     return ORJSONResponse(_body(exc.code, exc.message, **extra), status_code=exc.status_code)
 
 
@@ -73,4 +74,11 @@ def add_exception_handlers(app: FastAPI) -> None:
 async def _database_or_internal(request: Request, exc: Exception) -> ORJSONResponse:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return await _database(request, exc)
+    if isinstance(
+        exc, DataError
+    ):  # the database refused a value (out of range, malformed): the client's input
+        return ORJSONResponse(
+            _body("InvalidParameter", "A value in the request is not valid (out of range or malformed)."),
+            status_code=400,
+        )
     return await _unexpected(request, exc)

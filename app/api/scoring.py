@@ -15,6 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from app import exports
 from app.api.deps import ConnDep
 from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.api.security import check_key
 from app.errors import InvalidParameter
 from app.scoring import read, service
 from app.scoring.profile import Profile
@@ -147,6 +148,8 @@ def post_scores(
 ) -> Response:
     """The same result as /v1/priorities for the posted profile, with its hash; unknown indicators, negative
     weights or empty pillars are refused with a 422 that says which."""
+    if spec.draws > request.app.state.settings.public_max_draws:
+        check_key(request)  # Monte Carlo runs above the public bound need an API key
     f = read.PriorityFilter.parse(country, department, pillar, tier, top)
     run = service.ensure_run(_engine(request), spec, _sets(set))
     return _respond(request, conn, spec, run, f, limit, offset, format)

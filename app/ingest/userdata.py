@@ -3,7 +3,6 @@ per municipio. Both become indicator layers through the same validation and atom
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +88,27 @@ class TableSpec:
     accept_partial: bool = False
 
 
+VECTOR_TABLES = (".geojson", ".json", ".gpkg")
+
+
+def check_code_free(conn: Connection, code: str) -> None:
+    """A user layer may replace its own earlier upload, never an indicator of a bundled source."""
+    owner = conn.execute(text("SELECT source_id FROM indicators WHERE code = :c"), {"c": code}).scalar()
+    if owner is not None and owner != f"user-{code}":
+        raise InvalidParameter(f"Indicator code '{code}' belongs to source '{owner}'; choose another code.")
+
+
 def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
-    """A CSV or XLSX file as text columns; unreadable files are clear DataErrors."""
+    """A CSV, XLSX, GeoJSON or GeoPackage file's attributes as text columns (geometry is not used: rows are
+    matched to municipios by key); unreadable files are clear DataErrors."""
     suffix = path.suffix.lower()
     try:
-        if suffix in (".xlsx", ".xlsm"):
+        if suffix in VECTOR_TABLES:
+            import pyogrio
+
+            frame = pd.DataFrame(pyogrio.read_dataframe(path, layer=sheet, read_geometry=False)).astype(str)
+            frame = frame.replace({"None": "", "nan": ""})
+        elif suffix in (".xlsx", ".xlsm"):
             frame = pd.read_excel(path, sheet_name=sheet or 0, dtype=str, engine="openpyxl")
         elif suffix in (".csv", ".txt"):
             frame = pd.read_csv(
@@ -101,19 +116,12 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
             )
         else:
             raise DataError(
-                f"File '{path.name}': tables must be CSV or XLSX, not '{suffix or 'no extension'}'."
+                f"File '{path.name}': tables must be CSV, XLSX, GeoJSON or GeoPackage, not "
+                f"'{suffix or 'no extension'}'."
             )
     except DataError:
         raise
-    except (
-        zipfile.BadZipFile,
-        ValueError,
-        KeyError,
-        UnicodeDecodeError,
-        pd.errors.ParserError,
-        OSError,
-        EOFError,
-    ) as exc:
+    except Exception as exc:  # readers raise many types for broken files: all mean the same to the user
         raise DataError(
             f"File '{path.name}' cannot be read as a table (truncated or not "
             f"{suffix.lstrip('.').upper()}?): {str(exc).splitlines()[0][:160]}"
@@ -149,8 +157,12 @@ def prepare_table(conn: Connection, path: Path, indicator: Indicator, spec: Tabl
     frame = frame[frame[spec.key_column].str.strip() != ""]
     if frame.empty:
         raise DataError(f"File '{path.name}' has no rows with a {spec.key_column}.")
-    values = pd.to_numeric(frame[spec.value_column].str.strip().replace("", None), errors="coerce")
-    text_cells = values.isna() & (frame[spec.value_column].str.strip() != "")
+    cells = frame[spec.value_column].str.strip()
+    values = pd.to_numeric(cells.replace("", None), errors="coerce")
+    # 'nan' and 'inf' parse as numbers but are not values: refuse them like any other text
+    text_cells = (values.isna() & (cells != "")) | cells.str.lower().isin(
+        ["nan", "inf", "-inf", "+inf", "infinity", "-infinity"]
+    )
     if text_cells.any():
         lines = [int(i) + 2 for i in frame.index[text_cells][:10]]
         raise DataError(

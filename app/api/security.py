@@ -1,0 +1,284 @@
+"""Access and limits: API keys, request ids with structured logs, metrics, body size, rate limits, security
+headers. Middlewares are plain ASGI so streaming responses pass through untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from app.errors import RaicesError
+from app.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("app.access")
+
+
+class Unauthorized(RaicesError):
+    """No API key was given."""
+
+    status_code = 401
+    code = "Unauthorized"
+
+
+class Forbidden(RaicesError):
+    """The API key is not one of the service's."""
+
+    status_code = 403
+    code = "Forbidden"
+
+
+def key_hashes(settings: Settings) -> list[bytes]:
+    """SHA-256 digests of the configured keys (the keys themselves are not kept)."""
+    raw = settings.api_keys.get_secret_value()
+    return [hashlib.sha256(k.strip().encode()).digest() for k in raw.split(",") if k.strip()]
+
+
+def check_key(request: Request) -> None:
+    """401 without an X-API-Key header, 403 when it matches none of the configured keys (constant time)."""
+    given = request.headers.get("x-api-key")
+    if not given:
+        raise Unauthorized("This operation needs an API key in the X-API-Key header.")
+    digest = hashlib.sha256(given.encode()).digest()
+    hashes: list[bytes] = request.app.state.key_hashes
+    matched = False
+    for h in hashes:  # compare with every key, so timing says nothing about which one matched
+        matched |= hmac.compare_digest(digest, h)
+    if not matched:
+        raise Forbidden("The API key is not valid for this service.")
+
+
+ApiKey = Annotated[None, Depends(check_key)]
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "raices_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "raices_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+class RequestContext:
+    """Request id (from X-Request-ID or new), access log line, metrics, security headers."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = incoming if incoming and incoming.replace("-", "").isalnum() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                hdrs = list(message.get("headers", []))
+                names = {k.lower() for k, _ in hdrs}
+                content_type = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if b"content-security-policy" not in names:
+                    csp = (
+                        (
+                            b"default-src 'self'; img-src 'self' data: blob:; worker-src 'self' blob:; child-src blob:; "
+                            b"style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
+                            b"frame-ancestors 'none'"
+                        )
+                        if content_type.startswith(b"text/html")
+                        else b"default-src 'none'; frame-ancestors 'none'"
+                    )
+                    extra.append((b"content-security-policy", csp))
+                message["headers"] = hdrs + [h for h in extra if h[0] not in names]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - started
+            route = _route(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(seconds)
+            log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                seconds * 1000,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "ms": round(seconds * 1000, 1),
+                    }
+                },
+            )
+
+
+def _reject(
+    status: int, code: str, description: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> Any:
+    body = json.dumps({"code": code, "description": description}).encode()
+
+    async def respond(send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return respond
+
+
+class BodyLimit:
+    """413 for a body over the limit, whether announced by Content-Length or streamed in chunks; 400 for a NUL
+    character in the path or query string (PostgreSQL text cannot hold one)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
+            await _reject(400, "InvalidParameter", "NUL characters are not allowed in URLs.")(send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_big = f"The request body is larger than {self.max_bytes:,} bytes."
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_bytes:
+                await _reject(413, "PayloadTooLarge", too_big)(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # no length announced: read the body up to the limit before the app sees it, then replay it
+        messages: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await _reject(413, "PayloadTooLarge", too_big)(send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RateLimit:
+    """A token bucket per client address: `per_minute` requests, refilled continuously; 429 beyond."""
+
+    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+        self.app = app
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def _take(self, client: str) -> float:
+        now = time.monotonic()
+        with self.lock:
+            tokens, last = self.buckets.get(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self.buckets[client] = (tokens - 1, now)
+                return 0.0
+            self.buckets[client] = (tokens, now)
+            if len(self.buckets) > 100_000:  # forget idle clients
+                self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 120}
+            return (1 - tokens) / self.rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate <= 0 or scope["path"] in ("/health", "/ready", "/metrics"):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = self._take(client)
+        if wait > 0:
+            await _reject(
+                429,
+                "TooManyRequests",
+                "Too many requests from this address; slow down.",
+                [(b"retry-after", str(max(1, round(wait))).encode())],
+            )(send)
+            return
+        await self.app(scope, receive, send)
