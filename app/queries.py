@@ -154,7 +154,7 @@ def list_municipalities(
     for row in rows:
         item = _item(row)
         if geom_sql:
-            item["geometry"] = orjson.loads(row.geojson)
+            item["geometry"] = orjson.Fragment(row.geojson)
         items.append(item)
     return int(total), items
 
