@@ -43,7 +43,7 @@ test: $(STAMP) $(NODE_STAMP) ## Run the whole suite against a throwaway PostGIS
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check app tests migrations
+	$(BIN)/ruff check app tests migrations benchmarks notebooks
 	$(BIN)/ruff format --check app tests migrations
 	$(BIN)/mypy
 
