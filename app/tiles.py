@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from app.errors import InvalidParameter, NotFound
-from app.scoring.service import DEFAULT_PROFILE, ensure_run, profile_by_id
+from app.scoring.service import DEFAULT_PROFILE, profile_by_id
 
 MIN_ZOOM = 0
 MAX_ZOOM = 22
@@ -28,8 +26,6 @@ FULL_GEOMETRY_ZOOM = 9
 TILE_FORMAT = "1"
 WEB_MERCATOR_HALF_WORLD_M = 20037508.342789244
 # ensure_run fingerprints every observation (~40 ms, more than a tile); data changes only on ingest
-RUN_TTL_S = 60.0
-_runs: weakref.WeakKeyDictionary[Engine, tuple[float, int]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -160,17 +156,6 @@ def tile(conn: Connection, collection_id: str, z: int, x: int, y: int, run_id: i
         "run": run_id,
     }
     return bytes(conn.execute(text(_tile_sql(c, z)), params).scalar_one())
-
-
-def default_run(engine: Engine) -> int:
-    """The default profile's score run on the current data, looked up at most once per `RUN_TTL_S`."""
-    now = time.monotonic()
-    cached = _runs.get(engine)
-    if cached is not None and now - cached[0] < RUN_TTL_S:
-        return cached[1]
-    run = ensure_run(engine, profile_by_id(DEFAULT_PROFILE))
-    _runs[engine] = (now, run)
-    return run
 
 
 def boundary_version(conn: Connection) -> str:

@@ -17,7 +17,7 @@ from app.errors import InvalidParameter
 from app.ogc import collections as coll
 from app.ogc import crs as crs_mod
 from app.ogc import features
-from app.scoring.service import DEFAULT_PROFILE, ensure_run, profile_by_id
+from app.scoring.service import default_run
 
 router = APIRouter(tags=["OGC API Features"])
 
@@ -83,7 +83,7 @@ def _context(request: Request, conn: Connection, c: coll.Collection) -> coll.Con
     run = None
     if c.needs_run:
         engine: Engine = request.app.state.engine
-        run = ensure_run(engine, profile_by_id(DEFAULT_PROFILE))
+        run = default_run(engine)
     return coll.Context(set_id=set_id, run_id=run)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from app import tiles
 from app.api.deps import ConnDep, get_engine
 from app.api.responses import ORJSONResponse
+from app.scoring.service import default_run
 
 router = APIRouter(tags=["vector tiles"])
 
@@ -95,7 +96,7 @@ def tile(
     """Municipios of the default boundary sets, with their priority scores for `priorities`."""
     c = tiles.collection(collection)
     tiles.check_tile(z, x, y)
-    run = tiles.default_run(engine) if c.scored else None
+    run = default_run(engine) if c.scored else None
     tag = tiles.etag(c.id, tiles.boundary_version(conn), z, x, y, run)
     headers = {"ETag": tag, "Cache-Control": TILE_CACHE_CONTROL}
     if _matches(if_none_match, tag):

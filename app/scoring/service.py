@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+import weakref
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -24,6 +25,8 @@ from app.scoring.uncertainty import rank_uncertainty, sensitivity
 
 DEFAULT_PROFILE = "root-causes-2021"
 RUN_LOCK = 7_242_025
+RUN_TTL_S = 60.0  # how long readers of the default run (tiles, OGC items) trust a looked-up run id
+_runs: weakref.WeakKeyDictionary[Engine, tuple[float, int]] = weakref.WeakKeyDictionary()
 
 
 def bundled_profiles() -> dict[str, Profile]:
@@ -211,6 +214,18 @@ def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = Non
                 FROM admin_units WHERE boundary_set_id || '/' || pcode = ANY(:keys)"""),
                 {**z, "run": run},
             )
+    return run
+
+
+def default_run(engine: Engine) -> int:
+    """The default profile's run on the current data, looked up at most once per RUN_TTL_S: checking the data
+    version costs more than serving a tile. After a load, readers may see the previous run for that long."""
+    now = time.monotonic()
+    cached = _runs.get(engine)
+    if cached is not None and now - cached[0] < RUN_TTL_S:
+        return cached[1]
+    run = ensure_run(engine, profile_by_id(DEFAULT_PROFILE))
+    _runs[engine] = (now, run)
     return run
 
 

@@ -1,0 +1,412 @@
+// The planners' map: priorities from the service's vector tiles, filters, a ranked table, a municipio panel,
+// and weight sliders that post a custom profile to /v1/scores. Vanilla JS, no build step, nothing external.
+"use strict";
+(() => {
+  const PILLARS = ["I", "II", "III", "IV", "V"];
+  const COUNTRIES = ["GTM", "HND", "SLV"];
+  const PROFILE = "root-causes-2021";
+  const SCENARIO_DRAWS = 100; // enough for an interval while sliding; the bundled profile uses 1000
+  const DEBOUNCE_MS = 400;
+  // Okabe-Ito: tells the five pillars apart for colour-blind readers too
+  const PILLAR_COLOURS = { I: "#e69f00", II: "#56b4e9", III: "#009e73", IV: "#d55e00", V: "#cc79a7" };
+  const SCORE_STOPS = [0, "#ffffcc", 25, "#fed976", 50, "#fd8d3c", 75, "#e31a1c", 100, "#800026"];
+  const NOT_RANKED = "#cfcfcf";
+  const SRC = { source: "priorities", sourceLayer: "priorities" }; // a feature-state target
+  const LAYER_SRC = { source: "priorities", "source-layer": "priorities" };
+
+  const $ = (sel) => document.querySelector(sel);
+  const url = (path) => new URL(path, document.baseURI).href; // relative to the page: works under a prefix
+  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const params = new URLSearchParams(location.search);
+  const pick = (value, allowed) => (allowed.includes(value) ? value : "");
+  const weight = (v, max, dflt) => (v !== null && v !== "" && Number.isFinite(+v) ? Math.min(max, Math.max(0, +v)) : dflt);
+
+  const state = {
+    lang: params.get("lang") === "en" ? "en" : "es",
+    colour: params.get("color") === "pillar" ? "pillar" : "score",
+    filter: {
+      country: pick(params.get("country"), COUNTRIES),
+      pillar: pick(params.get("pillar"), PILLARS),
+      tier: pick(params.get("tier"), ["1", "2", "3"]),
+    },
+    spec: null, defaults: null, weights: null, defaultHash: "", hash: "",
+    scenario: null, // {byPcode, expr} when the weights differ from the bundled profile's
+    rows: [], sources: {}, catalogue: new Map(), selected: null, hoverId: null, selectedId: null, panelData: null, seq: 0, weightSeq: 0,
+  };
+  const t = (key) => window.I18N[state.lang][key] ?? key;
+  const fmt = (v, digits = 2) =>
+    v === null || v === undefined ? "–" : new Intl.NumberFormat(state.lang, { maximumFractionDigits: digits }).format(v);
+
+  async function getJSON(path, init) {
+    const r = await fetch(url(path), init);
+    if (!r.ok) {
+      const body = await r.json().catch(() => ({}));
+      throw new Error(body.description || `${r.status} ${path}`);
+    }
+    return r.json();
+  }
+  const filterQuery = (extra = {}) => {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(state.filter)) if (v) q.set(k, v);
+    for (const [k, v] of Object.entries(extra)) q.set(k, v);
+    return q;
+  };
+  const scenarioSpec = () => ({
+    ...state.spec, id: "map-scenario", title: "Map scenario", draws: SCENARIO_DRAWS,
+    pillar_weights: Object.fromEntries(PILLARS.map((p) => [p, state.weights[p]])),
+    migration_weight: state.weights.migration,
+  });
+  const post = () => ({ method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(scenarioSpec()) });
+  // the same filters against the bundled profile (GET) or the scenario (POST)
+  const scores = (q) =>
+    state.scenario ? getJSON(`v1/scores?${q}`, post()) : getJSON(`v1/priorities?${q}`);
+  const showError = (err) => {
+    const box = $("#error");
+    box.textContent = `${t("loadError")}: ${err.message}`;
+    box.hidden = false;
+  };
+
+  // ---- map styling: the tiles carry the bundled profile; a scenario overrides through `match` on pcode
+  const field = (name) => (state.scenario ? state.scenario.expr[name] : ["get", name]);
+  const scoreExpr = () => ["number", ["coalesce", field("score"), -1], -1];
+  function colourExpr() {
+    if (state.colour === "pillar") {
+      return ["match", ["to-string", field("pillar")], ...PILLARS.flatMap((p) => [p, PILLAR_COLOURS[p]]), NOT_RANKED];
+    }
+    return ["case", [">=", scoreExpr(), 0], ["interpolate", ["linear"], scoreExpr(), ...SCORE_STOPS], NOT_RANKED];
+  }
+  function filterExpr() {
+    const f = ["all"];
+    const { country, pillar, tier } = state.filter;
+    if (country) f.push(["==", ["get", "country"], country]);
+    if (pillar) f.push(["==", ["to-string", field("pillar")], pillar]);
+    if (tier) f.push(["==", ["number", ["coalesce", field("tier"), 0], 0], Number(tier)]);
+    return f;
+  }
+  function buildScenario(items) {
+    const byPcode = new Map(items.map((i) => [i.pcode, i]));
+    const ranked = items.filter((i) => i.ranked);
+    const grouped = (key, values, fallback) => {
+      const arms = values.flatMap((v) => {
+        const codes = ranked.filter((i) => i[key] === v).map((i) => i.pcode);
+        return codes.length ? [codes, v] : [];
+      });
+      return arms.length ? ["match", ["get", "pcode"], ...arms, fallback] : fallback;
+    };
+    const score = ranked.length ? ["match", ["get", "pcode"], ...ranked.flatMap((i) => [i.pcode, i.score]), -1] : -1;
+    return { byPcode, expr: { score, pillar: grouped("pillar", PILLARS, ""), tier: grouped("tier", [1, 2, 3], 0) } };
+  }
+  function restyle() {
+    if (!map.getLayer("fill")) return;
+    map.setPaintProperty("fill", "fill-color", colourExpr());
+    map.setFilter("fill", filterExpr());
+    renderLegend();
+  }
+
+  const map = new maplibregl.Map({
+    container: "map",
+    style: {
+      version: 8,
+      sources: { priorities: { type: "vector", url: url("tiles/priorities.json") } },
+      layers: [
+        { id: "background", type: "background", paint: { "background-color": "#eef1f4" } },
+        { id: "base", type: "fill", ...LAYER_SRC, paint: { "fill-color": "#e6e6e6" } },
+        { id: "fill", type: "fill", ...LAYER_SRC, paint: { "fill-color": NOT_RANKED } },
+        {
+          id: "outline", type: "line", ...LAYER_SRC,
+          paint: {
+            "line-color": ["case", ["boolean", ["feature-state", "selected"], false], "#111",
+              ["boolean", ["feature-state", "hover"], false], "#333", "#ffffff"],
+            "line-width": ["case", ["boolean", ["feature-state", "selected"], false], 2.5,
+              ["boolean", ["feature-state", "hover"], false], 1.5, 0.4],
+          },
+        },
+      ],
+    },
+    bounds: [-92.25, 12.98, -83.16, 17.82],
+    fitBoundsOptions: { padding: 16 },
+    attributionControl: { compact: true },
+  });
+  map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-left");
+  // the attribution is long: start it folded behind its (i) button
+  map.once("idle", () => document.querySelector(".maplibregl-ctrl-attrib")?.classList.remove("maplibregl-compact-show"));
+
+  function setState(id, key, value) {
+    if (id !== null && id !== undefined) map.setFeatureState({ ...SRC, id }, { [key]: value });
+  }
+  const tooltip = $("#tooltip");
+  map.on("mousemove", "fill", (e) => {
+    const f = e.features[0];
+    if (state.hoverId !== f.id) {
+      setState(state.hoverId, "hover", false);
+      state.hoverId = f.id;
+      setState(f.id, "hover", true);
+    }
+    const row = state.scenario ? state.scenario.byPcode.get(f.properties.pcode) : f.properties;
+    const score = row && row.score !== null && row.score !== undefined ? fmt(row.score, 1) : t("notRanked");
+    tooltip.innerHTML = `<strong>${esc(f.properties.name)}</strong><br>${esc(t("score"))}: ${esc(score)}`;
+    tooltip.style.left = `${e.point.x + 12}px`;
+    tooltip.style.top = `${e.point.y + 12}px`;
+    tooltip.hidden = false;
+    map.getCanvas().style.cursor = "pointer";
+  });
+  map.on("mouseleave", "fill", () => {
+    setState(state.hoverId, "hover", false);
+    state.hoverId = null;
+    tooltip.hidden = true;
+    map.getCanvas().style.cursor = "";
+  });
+  map.on("click", "fill", (e) => select(e.features[0].properties.pcode, e.features[0].id));
+
+  // ---- the ranked table and downloads
+  async function loadTable() {
+    const seq = ++state.seq;
+    const body = await scores(filterQuery({ limit: 1000 }));
+    if (seq !== state.seq) return; // a newer filter or scenario has been asked for
+    state.rows = body.items;
+    state.hash = body.profile.hash;
+    renderTable();
+    renderProfile();
+  }
+  function renderTable() {
+    $("#count").textContent = `(${state.rows.length} ${t("rows")})`;
+    $("#ranking tbody").innerHTML = state.rows.map((r) => `
+      <tr data-pcode="${esc(r.pcode)}"${r.pcode === state.selected ? ' class="selected"' : ""}>
+        <td>${esc(r.rank ?? "–")}</td>
+        <td><button type="button" class="link" data-pcode="${esc(r.pcode)}">${esc(r.name)}</button></td>
+        <td>${esc(r.country)}</td><td class="num">${fmt(r.score, 1)}</td>
+        <td>${r.pillar ? `<span class="chip" style="background:${PILLAR_COLOURS[r.pillar]}"></span>${esc(r.pillar)}` : "–"}</td>
+        <td>${esc(r.tier ?? "–")}</td></tr>`).join("");
+    for (const fmtName of ["csv", "gpkg"]) $(`#dl-${fmtName}`).href = url(`v1/priorities?${filterQuery({ format: fmtName })}`);
+  }
+  $("#ranking tbody").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-pcode]");
+    if (b) select(b.dataset.pcode, null, true);
+  });
+  async function download(e) {
+    if (!state.scenario) return; // the link's GET serves the bundled profile
+    e.preventDefault();
+    const format = e.currentTarget.id === "dl-csv" ? "csv" : "gpkg";
+    const q = filterQuery({ format });
+    const r = await fetch(url(`v1/scores?${q}`), post());
+    if (!r.ok) return showError(new Error(`${r.status}`));
+    const a = Object.assign(document.createElement("a"), {
+      href: URL.createObjectURL(await r.blob()), download: `priorities-map-scenario-${state.hash}.${format}`,
+    });
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  }
+  $("#dl-csv").addEventListener("click", download);
+  $("#dl-gpkg").addEventListener("click", download);
+
+  // ---- the municipio panel
+  function featureId(pcode) {
+    const f = map.querySourceFeatures("priorities", { sourceLayer: "priorities", filter: ["==", ["get", "pcode"], pcode] });
+    return f.length ? f[0].id : null;
+  }
+  async function select(pcode, id, fly = false) {
+    state.selected = pcode;
+    setState(state.selectedId, "selected", false);
+    state.selectedId = id ?? featureId(pcode);
+    setState(state.selectedId, "selected", true);
+    renderTable();
+    try {
+      const [detail, explanation] = await Promise.all([
+        getJSON(`v1/municipalities/${encodeURIComponent(pcode)}`),
+        state.scenario ? state.scenario.byPcode.get(pcode) || null : getJSON(`v1/municipalities/${encodeURIComponent(pcode)}/score`),
+      ]);
+      if (state.selected !== pcode) return;
+      state.panelData = { detail, explanation };
+      renderPanel();
+      // keep the municipio clear of the panel that covers the map's right edge
+      if (fly) map.easeTo({ center: detail.centroid, zoom: Math.max(map.getZoom(), 7.5), offset: [-$("#panel").offsetWidth / 2, 0] });
+    } catch (err) {
+      showError(err);
+    }
+  }
+  const bar = (label, v) => `<div class="bar"><span class="bar-label">${esc(label)}</span>${
+    v === null || v === undefined ? `<span class="nodata">${esc(t("noData"))}</span>`
+      : `<span class="track"><span style="width:${Math.max(0, Math.min(100, v))}%"></span></span><span class="num">${fmt(v, 1)}</span>`}</div>`;
+  function renderPanel() {
+    const { detail: d, explanation: x } = state.panelData;
+    const s = x || {};
+    // the unit's own values first (period, flags); department-level ones only in the catalogue
+    const byCode = new Map([...state.catalogue, ...d.indicators.map((i) => [i.code, i])]);
+    const nameOf = (i) => (state.lang === "en" ? i.name_en : i.name_es) || i.code;
+    const ranked = s.ranked && s.rank !== null;
+    const interval = s.rank_interval ? `${s.rank_interval[0]}–${s.rank_interval[1]}` : "–";
+    const used = d.indicators.concat((s.top_indicators || []).map((ti) => byCode.get(ti.code) || {}));
+    const srcIds = [...new Set(used.map((i) => i.source && i.source.id).filter(Boolean))];
+    const source = (id, title) => {
+      const m = state.sources[id] || {};
+      return `<li><strong>${esc(title || m.title || id)}</strong> — ${esc(m.publisher || "")}${
+        m.licence ? `<br><span class="muted">${esc(t("licence"))}: ${esc(m.licence)}</span>` : ""}</li>`;
+    };
+    $("#panel-title").textContent = d.name;
+    $("#panel-body").innerHTML = `
+      <p class="muted">${esc(d.pcode)} · ${esc(d.department ? d.department.name : "")} · ${esc(d.country)}
+        ${state.scenario ? ` · ${esc(t("scenario"))} <code>${esc(state.hash)}</code>` : ""}</p>
+      ${ranked ? `<p class="big">${esc(t("score"))} <strong>${fmt(s.score, 1)}</strong> / 100 · ${esc(t("tier"))} ${esc(s.tier)}</p>
+        <p>${esc(t("rank"))} <strong>${esc(s.rank)}</strong> (${esc(d.country)}) · ${esc(t("interval"))}: ${esc(interval)}
+          · ${esc(s.robust ? t("robust") : t("notRobust"))}<br>${esc(t("pTop"))}: ${fmt(s.p_top * 100, 0)} %</p>
+        <p>${esc(t("leadPillar"))}: <strong>${esc(t("pillars")[s.pillar] || "–")}</strong></p>`
+        : `<p class="big">${esc(t("notRanked"))}</p>`}
+      <p>${esc(t("hotspot"))}: <strong>${esc(s.hotspot ? t(s.hotspot) : t("none"))}</strong>
+        · ${esc(t("zone"))}: <strong>${esc(s.zone || t("none"))}</strong>
+        · ${esc(t("coverage"))}: ${fmt((s.coverage ?? 0) * 100, 0)} %</p>
+      <h3>${esc(t("pillarScores"))}</h3>
+      ${bar(t("migration").split(" (")[0], s.migration)}
+      ${PILLARS.map((p) => bar(t("pillars")[p], s.pillar_scores ? s.pillar_scores[p] : null)).join("")}
+      <h3>${esc(t("topIndicators"))}</h3>
+      <table class="indicators"><thead><tr><th scope="col"></th><th scope="col">${esc(t("value"))}</th>
+        <th scope="col">${esc(t("contribution"))}</th></tr></thead><tbody>
+      ${(s.top_indicators || []).map((ti) => {
+        const i = byCode.get(ti.code) || { code: ti.code };
+        return `<tr class="name"><td>${esc(nameOf(i))}</td><td class="num">${fmt(ti.value)}</td>
+          <td class="num">${fmt(ti.contribution, 1)}</td></tr>
+          <tr class="meta"><td colspan="3">${esc(i.unit || "")} · ${esc(t("source"))}: ${esc(i.source ? i.source.title : "–")}
+          · ${esc(t("period"))}: ${esc(i.period || "–")}${i.flags && i.flags.length ? ` · ${esc(i.flags.join(", "))}` : ""}</td></tr>`;
+      }).join("")}</tbody></table>
+      ${s.similar && s.similar.length ? `<h3>${esc(t("similar"))}</h3><ul class="similar">${s.similar.map((m) =>
+        `<li><button type="button" class="link" data-pcode="${esc(m.pcode)}">${esc(m.name)}</button> (${fmt(m.score, 1)})</li>`).join("")}</ul>` : ""}
+      <h3>${esc(t("provenance"))}</h3>
+      <ul class="provenance">${source(d.provenance.source.id, `${t("boundaries")}: ${d.provenance.source.title}`)}
+        ${srcIds.map((id) => source(id)).join("")}</ul>`;
+    $("#panel").hidden = false;
+  }
+  $("#panel-body").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-pcode]");
+    if (b) select(b.dataset.pcode, null, true);
+  });
+  function closePanel() {
+    $("#panel").hidden = true;
+    setState(state.selectedId, "selected", false);
+    state.selected = state.selectedId = state.panelData = null;
+    renderTable();
+  }
+  $("#panel-close").addEventListener("click", closePanel);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("#panel").hidden) closePanel(); });
+
+  // ---- weights, scenario, URL
+  const isDefault = () => PILLARS.concat("migration").every((k) => state.weights[k] === state.defaults[k]);
+  function renderSliders() {
+    const rows = PILLARS.map((p) => [p, t("pillars")[p], 5, 0.5]).concat([["migration", t("migration"), 1, 0.05]]);
+    $("#sliders").innerHTML = rows.map(([k, label, max, step]) => `
+      <label class="slider"><span>${esc(label)}</span>
+        <input type="range" id="w-${k}" data-key="${k}" min="0" max="${max}" step="${step}" value="${state.weights[k]}">
+        <output for="w-${k}">${fmt(state.weights[k])}</output></label>`).join("");
+  }
+  let timer = null;
+  function onSlide(e) {
+    const k = e.target.dataset.key;
+    if (!k) return;
+    state.weights[k] = Number(e.target.value);
+    e.target.nextElementSibling.textContent = fmt(state.weights[k]);
+    clearTimeout(timer);
+    timer = setTimeout(() => applyWeights().catch(showError), DEBOUNCE_MS);
+  }
+  $("#sliders").addEventListener("input", onSlide);
+  $("#sliders").addEventListener("change", onSlide);
+  $("#reset").addEventListener("click", () => {
+    state.weights = { ...state.defaults };
+    renderSliders();
+    applyWeights().catch(showError);
+  });
+  async function applyWeights() {
+    updateURL();
+    busy(+1);
+    try {
+      const mine = ++state.weightSeq;
+      if (isDefault()) {
+        state.scenario = null;
+      } else {
+        const q = new URLSearchParams({ limit: 1000 });
+        const body = await getJSON(`v1/scores?${q}`, post());
+        if (mine !== state.weightSeq) return; // the sliders moved on while this one was computed
+        state.scenario = buildScenario(body.items);
+      }
+      restyle();
+      await loadTable();
+      if (state.selected) await select(state.selected, state.selectedId);
+    } finally {
+      busy(-1);
+    }
+  }
+  let pending = 0; // scenarios being computed: the sliders may move again before one returns
+  function busy(step) {
+    pending += step;
+    $("#busy").hidden = pending === 0;
+    if (pending) document.body.dataset.busy = "1";
+    else delete document.body.dataset.busy;
+  }
+  function updateURL() {
+    const q = filterQuery();
+    if (state.lang === "en") q.set("lang", "en");
+    if (state.colour === "pillar") q.set("color", "pillar");
+    if (!isDefault()) for (const k of PILLARS.concat("migration")) q.set(k, state.weights[k]);
+    history.replaceState(null, "", `${location.pathname}${q.toString() ? `?${q}` : ""}`);
+    $("#share").href = location.href;
+  }
+  function renderProfile() {
+    $("#profile-id").textContent = state.scenario ? "map-scenario" : PROFILE;
+    $("#profile-hash").textContent = state.hash;
+  }
+
+  // ---- legend, language, controls
+  function renderLegend() {
+    const items = state.colour === "pillar"
+      ? PILLARS.map((p) => `<li><span class="chip" style="background:${PILLAR_COLOURS[p]}"></span>${esc(t("pillars")[p])}</li>`).join("")
+      : `<li><span class="ramp"></span> 0 – 100 (${esc(t("score"))})</li>`;
+    $("#legend").innerHTML = `<ul>${items}<li><span class="chip" style="background:${NOT_RANKED}"></span>${esc(t("notRanked"))}</li></ul>`;
+  }
+  function applyLanguage() {
+    document.documentElement.lang = state.lang;
+    document.title = t("title");
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    $("#lang").textContent = t("switchTo");
+    $("#lang").setAttribute("aria-label", t("switchLabel"));
+    $("#side").setAttribute("aria-label", t("controls"));
+    $("#map").setAttribute("aria-label", t("mapLabel"));
+    $("#panel-close").setAttribute("aria-label", t("close"));
+    renderSliders();
+    renderLegend();
+    renderTable();
+    if (state.panelData && !$("#panel").hidden) renderPanel();
+  }
+  $("#lang").addEventListener("click", () => {
+    state.lang = state.lang === "es" ? "en" : "es";
+    applyLanguage();
+    updateURL();
+  });
+  for (const input of document.querySelectorAll("input[name=color]")) {
+    input.checked = input.value === state.colour;
+    input.addEventListener("change", () => { state.colour = input.value; restyle(); updateURL(); });
+  }
+  for (const key of Object.keys(state.filter)) {
+    const sel = $(`#f-${key}`);
+    sel.value = state.filter[key];
+    sel.addEventListener("change", () => {
+      state.filter[key] = sel.value;
+      restyle();
+      updateURL();
+      loadTable().catch(showError);
+    });
+  }
+
+  async function init() {
+    const [profile, sources, catalogue] = await Promise.all(
+      [`v1/profiles/${PROFILE}`, "v1/sources", "v1/indicators"].map((path) => getJSON(path)));
+    state.catalogue = new Map(catalogue.items.map((i) => [i.code, i]));
+    state.spec = profile.spec;
+    state.defaultHash = profile.hash;
+    state.sources = Object.fromEntries(sources.items.map((s) => [s.id, s]));
+    state.defaults = { ...profile.spec.pillar_weights, migration: profile.spec.migration_weight };
+    state.weights = Object.fromEntries(Object.entries(state.defaults).map(([k, v]) =>
+      [k, weight(params.get(k), k === "migration" ? 1 : 5, v)]));
+    applyLanguage();
+    if (!map.loaded()) await new Promise((resolve) => map.once("load", resolve));
+    await applyWeights();
+  }
+  const ready = init().catch((err) => { showError(err); throw err; });
+  window.raices = { map, state, ready }; // for the browser test and for curious planners in the console
+})();

@@ -1,0 +1,163 @@
+// Drive the map page in a real headless Chromium and print what was seen as JSON on stdout.
+// Usage: node map_check.js BASE_URL SCREENSHOT_DIR USER_DATA_DIR [CHROMIUM]
+// Screenshots: map-overview.png (the bundled profile, the whole region) and map-scenario.png (the end).
+"use strict";
+const { chromium } = require("playwright-core");
+
+const fs = require("fs");
+const path = require("path");
+
+const [base, shots, userDataDir, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+const FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  // WebGL without a GPU: software rendering, which recent Chromium only allows when asked for
+  "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+];
+const TIMEOUT = 60000;
+
+async function openMap(context, path, out) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("console", (m) => { if (m.type() === "error") out.console_errors.push(m.text()); });
+  page.on("pageerror", (e) => out.console_errors.push(String(e)));
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (!["data:", "blob:"].includes(u.protocol) && u.origin !== new URL(base).origin) out.external_requests.push(r.url());
+  });
+  page.on("response", (r) => { if (r.status() >= 400) out.failed_responses.push(`${r.status()} ${r.url()}`); });
+  await page.goto(base + path);
+  await page.waitForFunction(() => window.raices && window.raices.state.hash);
+  await page.evaluate(() => window.raices.ready);
+  return page;
+}
+const firstRows = (page) => page.$$eval("#ranking tbody tr", (rows) => rows.slice(0, 10).map((r) => r.dataset.pcode));
+const idle = (page) => page.waitForFunction(() => !document.body.dataset.busy && window.raices.map.loaded());
+
+(async () => {
+  const out = { console_errors: [], external_requests: [], failed_responses: [], timings: {} };
+  const t0 = Date.now();
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath, headless: true, args: FLAGS, viewport: { width: 1400, height: 900 },
+  });
+  try {
+    const page = await openMap(context, "/map", out);
+    out.timings.ready_ms = Date.now() - t0;
+
+    // tiles render
+    await page.waitForFunction(() => window.raices.map.queryRenderedFeatures({ layers: ["fill"] }).length > 0);
+    await idle(page);
+    Object.assign(out, await page.evaluate(() => {
+      const map = window.raices.map;
+      return {
+        source_features: map.querySourceFeatures("priorities", { sourceLayer: "priorities" }).length,
+        rendered_features: map.queryRenderedFeatures({ layers: ["fill"] }).length,
+        webgl: !!map.painter && !!map.painter.context,
+      };
+    }));
+    out.screenshots = [path.join(shots, "map-overview.png"), path.join(shots, "map-scenario.png")];
+    await page.screenshot({ path: out.screenshots[0] });
+    out.default_hash = await page.textContent("#profile-hash");
+    out.default_rows = await firstRows(page);
+    out.row_count = await page.locator("#ranking tbody tr").count();
+    out.csv_href = await page.getAttribute("#dl-csv", "href");
+    out.gpkg_href = await page.getAttribute("#dl-gpkg", "href");
+
+    // hover and click on GT0101 (Guatemala City)
+    const gt0101 = () => page.evaluate(() => {
+      const p = window.raices.map.project([-90.51, 14.62]);
+      const r = window.raices.map.getCanvas().getBoundingClientRect();
+      return { x: r.left + p.x, y: r.top + p.y };
+    });
+    let at = await gt0101();
+    await page.mouse.move(at.x, at.y);
+    await page.waitForSelector("#tooltip:not([hidden])");
+    out.tooltip = await page.textContent("#tooltip");
+    await page.mouse.click(at.x, at.y);
+    await page.waitForSelector("#panel:not([hidden])");
+    await page.waitForFunction(() => document.querySelector("#panel-body").textContent.includes("GT0101"));
+    out.panel = await page.evaluate(() => ({
+      title: document.querySelector("#panel-title").textContent,
+      text: document.querySelector("#panel-body").innerText,
+      bars: document.querySelectorAll("#panel .bar").length,
+      indicators: document.querySelectorAll("#panel table.indicators tbody tr.name").length,
+    }));
+
+    // the keyboard: a table row's button opens its panel, Escape closes it
+    await page.focus("#ranking tbody tr:first-child button");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((pcode) => document.querySelector("#panel-body").textContent.includes(pcode), out.default_rows[0]);
+    out.keyboard_panel_title = await page.textContent("#panel-title");
+    await page.keyboard.press("Escape");
+    out.panel_closed_by_escape = await page.locator("#panel").isHidden();
+
+    // weights: pillar IV to 5, out-migration to 0.1
+    const t1 = Date.now();
+    await page.evaluate(() => {
+      for (const [id, v] of [["#w-IV", "5"], ["#w-migration", "0.1"]]) {
+        const el = document.querySelector(id);
+        el.value = v;
+        el.dispatchEvent(new Event("input", { bubbles: true }));
+        el.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    });
+    await page.waitForFunction((h) => document.querySelector("#profile-hash").textContent !== h, out.default_hash);
+    await idle(page);
+    out.timings.scenario_ms = Date.now() - t1;
+    out.scenario_hash = await page.textContent("#profile-hash");
+    out.scenario_rows = await firstRows(page);
+    out.scenario_url = page.url();
+    out.scenario_rendered_features = await page.evaluate(() => window.raices.map.queryRenderedFeatures({ layers: ["fill"] }).length);
+
+    // in a scenario the download link posts the profile and saves what comes back
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#dl-csv")]);
+    const csv = fs.readFileSync(await dl.path(), "utf8").split("\n");
+    out.scenario_csv = { name: dl.suggestedFilename(), header: csv[0].slice(0, 40), first: csv[1].split(",")[0], lines: csv.length };
+
+    // the shared URL restores the scenario in a fresh page
+    const shared = await openMap(context, new URL(out.scenario_url).pathname + new URL(out.scenario_url).search, out);
+    await idle(shared);
+    out.restored = {
+      hash: await shared.textContent("#profile-hash"),
+      rows: await firstRows(shared),
+      iv: await shared.inputValue("#w-IV"),
+      migration: await shared.inputValue("#w-migration"),
+    };
+    await shared.close();
+
+    // a filter applies to the map (filter expression) and to the table
+    await page.selectOption("#f-country", "SLV");
+    await page.waitForFunction(() => [...document.querySelectorAll("#ranking tbody tr td:nth-child(3)")].every((td) => td.textContent === "SLV"));
+    await idle(page);
+    out.filtered = await page.evaluate(() => {
+      const map = window.raices.map;
+      const countries = new Set(map.queryRenderedFeatures({ layers: ["fill"] }).map((f) => f.properties.country));
+      return { map_filter: map.getFilter("fill"), rendered_countries: [...countries], rows: document.querySelectorAll("#ranking tbody tr").length };
+    });
+    out.filtered.csv_href = await page.getAttribute("#dl-csv", "href");
+    await page.selectOption("#f-country", "");
+    await idle(page);
+
+    // colour by lead pillar, the language toggle, then open GT0101 again for the picture
+    await page.check("input[name=color][value=pillar]");
+    out.lang_before = await page.textContent("#side h2");
+    await page.click("#lang");
+    out.lang_after = await page.textContent("#side h2");
+    out.html_lang = await page.getAttribute("html", "lang");
+    await page.evaluate(() => window.raices.map.fitBounds([-92.25, 12.98, -83.16, 17.82],
+      { animate: false, padding: { top: 16, bottom: 16, left: 16, right: 420 } })); // the keyboard step moved it
+    await idle(page);
+    at = await gt0101();
+    await page.mouse.click(at.x, at.y);
+    await page.waitForFunction(() => document.querySelector("#panel-body").textContent.includes("GT0101"));
+    out.panel_en = await page.evaluate(() => [...document.querySelectorAll("#panel h3")].map((h) => h.textContent));
+    await idle(page);
+    await page.screenshot({ path: out.screenshots[1] });
+    out.timings.total_ms = Date.now() - t0;
+  } catch (err) {
+    out.error = String(err && err.stack ? err.stack : err);
+  } finally {
+    await context.close();
+  }
+  process.stdout.write(JSON.stringify(out));
+})();
