@@ -46,8 +46,8 @@ def make_engine(settings: Settings, url: str | URL | None = None) -> Engine:
     return create_engine(
         normalise_url(url) if url is not None else database_url(settings),
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
         pool_timeout=5,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,

@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Content-Crs", "ETag"],
         )
+    app.add_middleware(security.InFlightLimit, limit=(settings.db_pool_size + settings.db_max_overflow) // 2)
     app.add_middleware(security.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(security.RateLimit, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(security.RequestContext, metrics=app.state.metrics)

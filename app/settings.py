@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     allow_download: bool = True
     download_timeout: float = 30.0
     db_connect_timeout: int = 3
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     db_statement_timeout_ms: int = 30_000
     log_level: str = "INFO"
     max_limit: int = 1000

@@ -16,6 +16,7 @@ status other than 2xx/304, or an exception). Exits 1 when there is any error.
 The server it starts has the per-client rate limit off (RAICES_RATE_LIMIT_PER_MINUTE=0): every client
 here shares one address, and the point is the service's capacity, not the limiter's. With `--url` (a
 server already running) nothing is started; a rate-limited server will answer 429s, counted as errors.
+The server's output goes to a temporary log, whose exceptions are summed up at the end.
 
 Run: .venv/bin/python benchmarks/load.py [--clients 100] [--seconds 30] [--workers 2] [--url URL]
 """
@@ -27,11 +28,14 @@ import asyncio
 import math
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,7 +50,8 @@ SEED = 2021
 
 @dataclass
 class Stats:
-    latencies: list[float] = field(default_factory=list)
+    requests: int = 0
+    latencies: list[float] = field(default_factory=list)  # of every answered request, errors included
     errors: int = 0
     samples: list[str] = field(default_factory=list)  # the first few errors, to print
 
@@ -72,8 +77,9 @@ def database_url() -> str:
 
 
 @contextmanager
-def serve(workers: int) -> Iterator[str]:
-    """uvicorn with `workers` processes on a free loopback port; stopped (its whole group) on exit."""
+def serve(workers: int, log: Path) -> Iterator[str]:
+    """uvicorn with `workers` processes on a free loopback port, its output in `log`; stopped (its whole
+    process group) on exit."""
     port = free_port()
     env = {
         **os.environ,
@@ -97,20 +103,23 @@ def serve(workers: int) -> Iterator[str]:
         "warning",
         "--no-access-log",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"uvicorn exited with {proc.returncode} before serving")
+                raise SystemExit(f"uvicorn exited with {proc.returncode} before serving; see {log}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("uvicorn did not answer /health within 60 s")
+                raise SystemExit(f"uvicorn did not answer /health within 60 s; see {log}")
             time.sleep(0.2)
         yield url
     finally:
@@ -184,7 +193,9 @@ def warm_up(url: str) -> list[float]:
 async def run(url: str, plan: dict[str, list[str]], clients: int, seconds: float) -> dict[str, Stats]:
     stats = {name: Stats() for name in plan}
     names = list(plan)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # keep-alive shorter than uvicorn's (5 s), so that a connection is never reused just as the server
+    # closes it (that race would show as a ReadError that says nothing about the service)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         stop = time.perf_counter() + seconds
 
@@ -195,6 +206,7 @@ async def run(url: str, plan: dict[str, list[str]], clients: int, seconds: float
                 name = names[n % len(names)]
                 n += 1
                 path = rng.choice(plan[name])
+                stats[name].requests += 1
                 start = time.perf_counter()
                 try:
                     r = await http.get(path)
@@ -218,22 +230,41 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def report(stats: dict[str, Stats], seconds: float) -> int:
-    rows = [(name, s.latencies, s.errors) for name, s in stats.items()]
+    rows = [(name, s.requests, s.latencies, s.errors) for name, s in stats.items()]
     rows.append(
-        ("overall", [x for s in stats.values() for x in s.latencies], sum(s.errors for s in stats.values()))
+        (
+            "overall",
+            sum(s.requests for s in stats.values()),
+            [x for s in stats.values() for x in s.latencies],
+            sum(s.errors for s in stats.values()),
+        )
     )
     print(
         f"\n{'endpoint':<28}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
     )
-    for name, lat, errors in rows:
+    for name, n, lat, errors in rows:
         lat = sorted(lat)
-        n = len(lat) + errors
         p50, p95, p99 = (percentile(lat, q) * 1000 for q in (50, 95, 99))
         print(f"{name:<28}{n:>9}{n / seconds:>9.1f}{p50:>9.0f}{p95:>9.0f}{p99:>9.0f}{errors:>8}")
     for name, s in stats.items():
         for sample in s.samples:
             print(f"  error ({name}): {sample}")
-    return rows[-1][2]
+    return rows[-1][3]
+
+
+def server_errors(log: Path) -> None:
+    """The exceptions the server logged, most frequent first."""
+    counts = Counter(
+        line.strip()[:200]
+        for line in log.read_text(errors="replace").splitlines()
+        if re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", line)
+    )
+    if not counts:
+        log.unlink(missing_ok=True)
+        return
+    print(f"\nserver log {log}; exceptions logged:")
+    for line, n in counts.most_common(5):
+        print(f"  {n} × {line}")
 
 
 def main() -> None:
@@ -241,14 +272,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients (default 100)")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of the load (default 30)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
-    parser.add_argument("--url", help="use this running server instead of starting one")
+    parser.add_argument("--url", help="use this running server (on this machine) instead of starting one")
     args = parser.parse_args()
+    if args.url and httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error(
+            "--url must be a loopback address: this is a load test, not to be aimed at others' hosts"
+        )
 
     @contextmanager
     def given(url: str) -> Iterator[str]:
         yield url
 
-    server = given(args.url.rstrip("/")) if args.url else serve(args.workers)
+    log = Path(tempfile.gettempdir()) / f"raices-load-{os.getpid()}.log"
+    server = given(args.url.rstrip("/")) if args.url else serve(args.workers, log)
     with server as url:
         where = args.url or f"{url} ({args.workers} uvicorn workers)"
         print(f"server: {where}; {os.cpu_count()} CPUs here")
@@ -262,6 +298,8 @@ def main() -> None:
         stats = asyncio.run(run(url, plan, args.clients, args.seconds))
         elapsed = time.perf_counter() - started
     errors = report(stats, elapsed)
+    if not args.url:
+        server_errors(log)
     print(f"\n{'no errors' if errors == 0 else f'{errors} ERRORS'} in {elapsed:.1f} s")
     sys.exit(1 if errors else 0)
 

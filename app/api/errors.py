@@ -8,6 +8,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import ORJSONResponse
@@ -67,6 +68,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(OperationalError, _database)
+    app.add_exception_handler(SQLAlchemyTimeout, _database)  # pool exhausted: busy, not broken
     app.add_exception_handler(DBAPIError, _database_or_internal)
     app.add_exception_handler(Exception, _unexpected)
 

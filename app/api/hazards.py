@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query
 from sqlalchemy import text
 
 from app.api.deps import ConnDep
-from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.errors import NotFound
 from app.queries import parse_bbox
 
-router = APIRouter(prefix="/v1/hazards", tags=["hazards"])
+router = APIRouter(prefix="/v1/hazards", tags=["hazards"], responses=COMMON_ERRORS)
 
 
 class Format(StrEnum):
@@ -40,7 +40,11 @@ def _item(r: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/storms", summary="Atlantic storm tracks since 1975 (HURDAT2), filtered")
+@router.get(
+    "/storms",
+    responses=media("application/json", "application/geo+json"),
+    summary="Atlantic storm tracks since 1975 (HURDAT2), filtered",
+)
 def list_storms(
     conn: ConnDep,
     year: Annotated[int | None, Query(ge=1800, le=2100)] = None,

@@ -10,13 +10,17 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__, queries
-from app.api.responses import ORJSONResponse
+from app.api.responses import ORJSONResponse, errors
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("app.api")
 
 
-@router.get("/health", summary="Service and database state (503 when the database is unreachable)")
+@router.get(
+    "/health",
+    responses=errors(503),
+    summary="Service and database state (503 when the database is unreachable)",
+)
 def health(request: Request) -> ORJSONResponse:
     """200 with the database's state, 503 when it cannot be reached."""
     engine: Engine = request.app.state.engine
@@ -33,7 +37,9 @@ def health(request: Request) -> ORJSONResponse:
 
 
 @router.get(
-    "/ready", summary="Readiness: database reachable, migrated to head, boundaries and scores loadable"
+    "/ready",
+    responses=errors(503),
+    summary="Readiness: database reachable, migrated to head, boundaries and scores loadable",
 )
 def ready(request: Request) -> ORJSONResponse:
     """200 when the service can answer planners (database up, schema current, boundaries loaded); else 503."""

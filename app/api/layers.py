@@ -14,10 +14,10 @@ from sqlalchemy import text
 
 from app import indicators as ind
 from app.api.deps import ConnDep, SettingsDep
-from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.queries import UnitFilter
 
-router = APIRouter(prefix="/v1", tags=["layers"])
+router = APIRouter(prefix="/v1", tags=["layers"], responses=COMMON_ERRORS)
 
 
 class Theme(StrEnum):
@@ -53,7 +53,9 @@ def list_indicators(conn: ConnDep, theme: Theme | None = None) -> ORJSONResponse
 
 
 @router.get(
-    "/indicators/{code}/values", summary="Values of one indicator per municipio, with period and flags"
+    "/indicators/{code}/values",
+    responses=media("application/json", "text/csv", "application/geo+json"),
+    summary="Values of one indicator per municipio, with period and flags",
 )
 def indicator_values(
     conn: ConnDep,

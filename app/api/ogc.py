@@ -375,13 +375,15 @@ def openapi(base: str) -> dict[str, Any]:
         "404": {"$ref": "#/components/responses/NotFound"},
     }
     doc = {
+        "400": {"$ref": "#/components/responses/InvalidParameter"},
+        "404": {"$ref": "#/components/responses/NotFound"},
         "200": {
             "description": "A JSON document",
             "content": {
                 "application/json": {"schema": {"type": "object"}},
                 "text/html": {"schema": {"type": "string"}},
             },
-        }
+        },
     }
     return {
         "openapi": "3.0.3",
@@ -441,12 +443,17 @@ def openapi(base: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Queryables (JSON Schema)",
                     "operationId": "getQueryables",
-                    "parameters": [ref["collectionId"]],
+                    "parameters": [ref["collectionId"], ref["f"]],
                     "responses": {
                         "200": {
                             "description": "JSON Schema",
-                            "content": {"application/schema+json": {"schema": {"type": "object"}}},
-                        }
+                            "content": {
+                                "application/schema+json": {"schema": {"type": "object"}},
+                                "text/html": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "400": {"$ref": "#/components/responses/InvalidParameter"},
+                        "404": {"$ref": "#/components/responses/NotFound"},
                     },
                 }
             },

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 
 class ORJSONResponse(JSONResponse):
@@ -19,3 +20,41 @@ class GeoJSONResponse(ORJSONResponse):
     """application/geo+json."""
 
     media_type = "application/geo+json"
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a code and a message that says what to fix."""
+
+    code: str
+    description: str
+    errors: list[str] | None = None
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses, all with the error body."""
+    words = {
+        400: "Invalid parameter",
+        401: "API key missing",
+        403: "API key not valid",
+        404: "Not found",
+        413: "Request body too large",
+        422: "Invalid input",
+        429: "Too many requests",
+        503: "Database unavailable",
+    }
+    return {s: {"model": ErrorBody, "description": words.get(s, "Error")} for s in statuses}
+
+
+COMMON_ERRORS = errors(400, 404, 422, 429, 503)
+
+
+def media(*types: str) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI 200 response listing the media types a `format` parameter can select."""
+    schema = {"type": "string", "format": "binary"}
+    return {
+        200: {
+            "content": {
+                t: ({"schema": {"type": "object"}} if "json" in t else {"schema": schema}) for t in types
+            }
+        }
+    }

@@ -14,13 +14,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from app import exports
 from app.api.deps import ConnDep
-from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, errors, media
 from app.api.security import check_key
 from app.errors import InvalidParameter
 from app.scoring import read, service
 from app.scoring.profile import Profile
 
-router = APIRouter(prefix="/v1", tags=["priorities"])
+router = APIRouter(prefix="/v1", tags=["priorities"], responses=COMMON_ERRORS)
 
 MAX_LIMIT = 1000
 
@@ -106,7 +106,15 @@ Offset = Annotated[int, Query(ge=0)]
 
 
 @router.get(
-    "/priorities", summary="Ranked, pillar-tagged priority municipios with reasons and rank uncertainty"
+    "/priorities",
+    responses=media(
+        "application/json",
+        "application/geo+json",
+        "text/csv",
+        "application/geopackage+sqlite3",
+        "application/flatgeobuf",
+    ),
+    summary="Ranked, pillar-tagged priority municipios with reasons and rank uncertainty",
 )
 def priorities(
     request: Request,
@@ -131,7 +139,20 @@ def priorities(
     return _respond(request, conn, p, run, f, limit, offset, format, wkt)
 
 
-@router.post("/scores", summary="Score a custom profile (cached by its hash)")
+@router.post(
+    "/scores",
+    responses={
+        **media(
+            "application/json",
+            "application/geo+json",
+            "text/csv",
+            "application/geopackage+sqlite3",
+            "application/flatgeobuf",
+        ),
+        **errors(401, 403, 413),
+    },
+    summary="Score a custom profile (cached by its hash)",
+)
 def post_scores(
     request: Request,
     conn: ConnDep,
@@ -193,7 +214,11 @@ def municipality_score(
     return ORJSONResponse({"profile": {"id": p.id, "hash": p.hash()}, **read.explain(conn, run, pcode)})
 
 
-@router.get("/zones", summary="Contiguous programme zones of top-tier or hot-spot municipios")
+@router.get(
+    "/zones",
+    responses=media("application/json", "application/geo+json"),
+    summary="Contiguous programme zones of top-tier or hot-spot municipios",
+)
 def list_zones(
     request: Request,
     conn: ConnDep,

@@ -3,6 +3,7 @@ headers. Middlewares are plain ASGI so streaming responses pass through untouche
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -282,3 +283,23 @@ class RateLimit:
             )(send)
             return
         await self.app(scope, receive, send)
+
+
+class InFlightLimit:
+    """At most `limit` requests inside the app at once per worker; the rest wait their turn here, so a burst
+    queues in front of the connection pool instead of timing out inside it (each request may hold two
+    connections: its own and a scoring lookup)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.semaphore: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0 or scope["path"] in ("/health", "/metrics"):
+            await self.app(scope, receive, send)
+            return
+        if self.semaphore is None:
+            self.semaphore = asyncio.Semaphore(self.limit)
+        async with self.semaphore:
+            await self.app(scope, receive, send)

@@ -17,10 +17,10 @@ from sqlalchemy import Engine
 
 from app import tiles
 from app.api.deps import ConnDep, get_engine
-from app.api.responses import ORJSONResponse
+from app.api.responses import COMMON_ERRORS, ORJSONResponse
 from app.scoring.service import default_run
 
-router = APIRouter(tags=["vector tiles"])
+router = APIRouter(tags=["vector tiles"], responses=COMMON_ERRORS)
 
 MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
 TILE_CACHE_CONTROL = "public, max-age=3600"

@@ -13,13 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app.api.deps import ConnDep
-from app.api.responses import ORJSONResponse
+from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors
 from app.api.security import ApiKey
 from app.errors import DataError, InvalidParameter
 from app.ingest.layers import store_layer
 from app.ingest.userdata import TableSpec, check_code_free, prepare_raster, prepare_table, user_indicator
 
-router = APIRouter(prefix="/v1", tags=["uploads"])
+router = APIRouter(prefix="/v1", tags=["uploads"], responses=COMMON_ERRORS)
 
 SUFFIXES = {
     ".csv": "table",
@@ -55,7 +55,12 @@ def _check_archive(path: Path, limit: int) -> None:
         )
 
 
-@router.post("/uploads", status_code=201, summary="Upload your own indicator layer (API key needed)")
+@router.post(
+    "/uploads",
+    responses=errors(401, 403, 413),
+    status_code=201,
+    summary="Upload your own indicator layer (API key needed)",
+)
 async def upload(
     request: Request,
     conn: ConnDep,

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request
 
 from app import indicators, queries
 from app.api.deps import ConnDep
-from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 
-router = APIRouter(prefix="/v1", tags=["planner API"])
+router = APIRouter(prefix="/v1", tags=["planner API"], responses=COMMON_ERRORS)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -60,7 +60,11 @@ def _feature(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "Feature", "id": item["pcode"], "geometry": geometry, "properties": item}
 
 
-@router.get("/municipalities", summary="Municipios, filtered and paged")
+@router.get(
+    "/municipalities",
+    responses=media("application/json", "application/geo+json"),
+    summary="Municipios, filtered and paged",
+)
 def list_municipalities(
     request: Request,
     conn: ConnDep,
@@ -94,7 +98,11 @@ def list_municipalities(
     return ORJSONResponse({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
-@router.get("/municipalities/{pcode}", summary="One municipio with geometry, provenance and crosswalk")
+@router.get(
+    "/municipalities/{pcode}",
+    responses=media("application/json", "application/geo+json"),
+    summary="One municipio with geometry, provenance and crosswalk",
+)
 def get_municipality(conn: ConnDep, pcode: str, format: DetailFormat = DetailFormat.json) -> ORJSONResponse:
     """The unit, its department, area, centroid, full geometry, provenance, (SLV) crosswalk partners, and
     its indicator values with source, period and flags."""
