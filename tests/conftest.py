@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -147,6 +151,50 @@ def empty(pg: PG, migrated_template: str, cache_dir: Path) -> Iterator[tuple[Eng
     yield eng, s
     eng.dispose()
     pg.drop(name)
+
+
+@pytest.fixture(scope="session")
+def live_url(settings: Settings, loaded_url: str) -> Iterator[str]:
+    """The app served by uvicorn in its own process against the shared loaded database (GDAL and browsers
+    need a real server; a thread would share the GIL with GDAL's reads)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {
+        **os.environ,
+        "DATABASE_URL": loaded_url,
+        "RAICES_DATA_CACHE": str(settings.data_cache),
+        "RAICES_RASTER_DIR": str(settings.raster_dir),
+        "RAICES_LOG_LEVEL": "WARNING",
+        "RAICES_RATE_LIMIT_PER_MINUTE": "0",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def snapshot(engine: Engine) -> dict[str, object]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import web
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import PROJECT_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = Path(__file__).parent / "browser" / "map_check.js"
@@ -120,52 +117,6 @@ def node() -> str:
             [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PROJECT_ROOT, check=True
         )
     return node
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def live_url(settings: Settings, loaded_url: str) -> Iterator[str]:
-    """The app served by uvicorn in its own process, as in test_ogc.py."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": loaded_url,
-        "RAICES_DATA_CACHE": str(settings.data_cache),
-        "RAICES_RASTER_DIR": str(settings.raster_dir),
-        "RAICES_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

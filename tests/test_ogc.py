@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pyogrio
@@ -16,7 +10,6 @@ from fastapi.testclient import TestClient
 from pyproj import Transformer
 from sqlalchemy import Engine
 
-from app.settings import Settings
 from tests.conftest import snapshot
 
 CRS = "http://www.opengis.net/def/crs/EPSG/0/"
@@ -206,48 +199,6 @@ def test_injection_through_ids(client: TestClient, engine: Engine) -> None:
 def test_items_html(client: TestClient) -> None:
     r = _get(client, "/collections/zones/items", f="html")
     assert r.headers["content-type"].startswith("text/html") and "<table>" in r.text
-
-
-@pytest.fixture(scope="module")
-def live_url(settings: Settings, loaded_url: str) -> Iterator[str]:
-    """The app served by uvicorn in its own process (GDAL holds the GIL while it reads, so not a thread)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": loaded_url,
-        "RAICES_DATA_CACHE": str(settings.data_cache),
-        "RAICES_RASTER_DIR": str(settings.raster_dir),
-        "RAICES_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize(
