@@ -230,7 +230,7 @@ def _load_user(
 
     from app.errors import InvalidParameter
     from app.ingest.layers import store_layer
-    from app.ingest.userdata import TableSpec, prepare_raster, prepare_table, user_indicator
+    from app.ingest.userdata import TableSpec, check_code_free, prepare_user_layer, user_indicator
 
     if file is None or indicator is None:
         raise InvalidParameter(f"`raices load {kind}` needs a FILE and --indicator CODE.")
@@ -240,23 +240,21 @@ def _load_user(
     ind = user_indicator(
         indicator, name=name, theme=theme, direction=direction, unit=unit, measure=measure, period=period
     )
+    spec = TableSpec(
+        key=key,
+        key_column=key_column or key,
+        value_column=value_column,
+        department_column=department_column,
+        country=country,
+        set_id=set_id,
+        sheet=sheet,
+        accept_partial=accept_partial,
+    )
     with engine.connect() as conn:
-        if kind == "table":
-            spec = TableSpec(
-                key=key,
-                key_column=key_column or key,
-                value_column=value_column,
-                department_column=department_column,
-                country=country,
-                set_id=set_id,
-                sheet=sheet,
-                accept_partial=accept_partial,
-            )
-            layer = prepare_table(conn, file, ind, spec)
-        else:
-            layer = prepare_raster(
-                conn, file, ind, stat=stat, threshold=threshold, set_ids=[set_id] if set_id else None
-            )
+        check_code_free(conn, ind.code)
+        layer = prepare_user_layer(
+            conn, file, ind, spec, raster=kind == "raster", stat=stat, threshold=threshold
+        )
     report = store_layer(engine, layer, force=force)
     report.seconds = time.perf_counter() - started
     _print_report(f"{kind} {file.name}", report)

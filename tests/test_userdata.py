@@ -193,3 +193,33 @@ def test_raster_without_crs_is_refused(fresh: Fresh, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no coordinate reference system"), engine.connect() as conn:
         prepare_raster(conn, tif, user_indicator("nocrs_user"))
     assert _count(engine) == before
+
+
+def test_cli_load_table_and_raster(fresh: Fresh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from app import cli
+    from app.settings import get_settings
+
+    engine, _ = fresh
+    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    f = tmp_path / "t.csv"
+    f.write_text("municipio,departamento,tasa\nMixco,Guatemala,4.5\n")
+    tif = _raster(tmp_path / "r.tif", "EPSG:4326")
+    try:
+        ok = CliRunner().invoke(cli.app, ["load", "table", str(f), "--indicator", "cli_user", "--key", "name",
+                                          "--key-column", "municipio", "--department-column", "departamento",
+                                          "--value-column", "tasa", "--country", "GTM", "--theme", "IV"])
+        assert ok.exit_code == 0, ok.output
+        assert "1 values matched in gtm-municipios by name" in ok.output
+        taken = CliRunner().invoke(cli.app, ["load", "table", str(f), "--indicator", "gini"])
+        assert taken.exit_code == 2 and "belongs to source 'gtm-a2sit'" in taken.output
+        ras = CliRunner().invoke(cli.app, ["load", "raster", str(tif), "--indicator", "ras_user", "--set",
+                                           "gtm-municipios"])
+        assert ras.exit_code == 0, ras.output
+    finally:
+        get_settings.cache_clear()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM observations WHERE indicator_code = 'cli_user'")).scalar() == 4.5
+        assert conn.execute(text("SELECT count(*) FROM observations WHERE indicator_code = 'ras_user'")).scalar() > 0

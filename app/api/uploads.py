@@ -17,7 +17,7 @@ from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors
 from app.api.security import ApiKey
 from app.errors import DataError, InvalidParameter
 from app.ingest.layers import store_layer
-from app.ingest.userdata import TableSpec, check_code_free, prepare_raster, prepare_table, user_indicator
+from app.ingest.userdata import TableSpec, check_code_free, prepare_user_layer, user_indicator
 
 router = APIRouter(prefix="/v1", tags=["uploads"], responses=COMMON_ERRORS)
 
@@ -114,22 +114,19 @@ async def upload(
             raise InvalidParameter("The uploaded file is empty.")
         if suffix == ".xlsx":
             _check_archive(path, settings.upload_max_uncompressed_bytes)
-        if SUFFIXES[suffix] == "table":
-            spec = TableSpec(
-                key=key,
-                key_column=key_column or key,
-                value_column=value_column,
-                department_column=department_column,
-                country=country,
-                set_id=set,
-                sheet=sheet,
-                accept_partial=accept_partial,
-            )
-            layer = prepare_table(conn, path, ind, spec)
-        else:
-            layer = prepare_raster(
-                conn, path, ind, stat=stat, threshold=threshold, set_ids=[set] if set else None
-            )
+        spec = TableSpec(
+            key=key,
+            key_column=key_column or key,
+            value_column=value_column,
+            department_column=department_column,
+            country=country,
+            set_id=set,
+            sheet=sheet,
+            accept_partial=accept_partial,
+        )
+        layer = prepare_user_layer(
+            conn, path, ind, spec, raster=SUFFIXES[suffix] == "raster", stat=stat, threshold=threshold
+        )
         conn.rollback()  # end the read transaction before the store opens its own
         report = store_layer(request.app.state.engine, layer)
     report.seconds = time.perf_counter() - started

@@ -285,3 +285,27 @@ def prepare_raster(
     return Layer(
         source, [(source, {path.name: path})], [indicator], observations_frame(rows), Validation(), notes
     )
+
+
+def prepare_user_layer(
+    conn: Connection,
+    path: Path,
+    indicator: Indicator,
+    spec: TableSpec,
+    *,
+    raster: bool,
+    stat: str = "mean",
+    threshold: float | None = None,
+) -> Layer:
+    """A user's table (matched by spec) or raster (summarised by stat) as a layer: the one entry point of the
+    CLI and the upload endpoint."""
+    if raster:
+        return prepare_raster(
+            conn,
+            path,
+            indicator,
+            stat=stat,
+            threshold=threshold,
+            set_ids=[spec.set_id] if spec.set_id else None,
+        )
+    return prepare_table(conn, path, indicator, spec)
