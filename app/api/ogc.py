@@ -346,22 +346,7 @@ def openapi(base: str) -> dict[str, Any]:
     """The OpenAPI 3.0 definition of the OGC API part; `limit` is defined once, with default and maximum."""
     ref = {
         k: {"$ref": f"#/components/parameters/{k}"}
-        for k in (
-            "limit",
-            "offset",
-            "bbox",
-            "bbox-crs",
-            "crs",
-            "filter",
-            "filter-lang",
-            "filter-crs",
-            "sortby",
-            "properties",
-            "geometry",
-            "f",
-            "collectionId",
-            "featureId",
-        )
+        for k in (*features.ITEMS_PARAMETERS, "collectionId", "featureId")
     }
     fc = {
         "200": {
@@ -461,24 +446,7 @@ def openapi(base: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Features",
                     "operationId": "getFeatures",
-                    "parameters": [
-                        ref[k]
-                        for k in (
-                            "collectionId",
-                            "limit",
-                            "offset",
-                            "bbox",
-                            "bbox-crs",
-                            "crs",
-                            "filter",
-                            "filter-lang",
-                            "filter-crs",
-                            "sortby",
-                            "properties",
-                            "geometry",
-                            "f",
-                        )
-                    ],
+                    "parameters": [ref[k] for k in ("collectionId", *features.ITEMS_PARAMETERS)],
                     "responses": fc,
                 }
             },

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Float, Numeric, Subquery, and_, column, func, select, table, true
+from sqlalchemy import Connection, Float, Numeric, Subquery, and_, column, func, select, table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -385,6 +385,3 @@ def extent(conn: Connection, c: Collection, ctx: Context) -> list[float]:
         )
     ).one()
     return [round(v, 5) for v in box] if box[0] is not None else [-180.0, -90.0, 180.0, 90.0]
-
-
-_ = true  # re-exported for callers building optional filters

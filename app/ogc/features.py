@@ -19,7 +19,8 @@ from app.ogc.cql2 import Queryable, to_sqlalchemy
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-RESERVED = {
+# the query parameters of an items request, as the OpenAPI document lists them
+ITEMS_PARAMETERS = (
     "limit",
     "offset",
     "bbox",
@@ -32,10 +33,9 @@ RESERVED = {
     "properties",
     "geometry",
     "f",
-    "set",
-    "datetime",
-    "profile",
-}
+)
+# parameters that are never property filters
+RESERVED = {*ITEMS_PARAMETERS, "set", "datetime", "profile"}
 
 
 @dataclass
