@@ -237,15 +237,23 @@ def test_bad_parameters_and_zones(grid_tif: Path) -> None:
         zonal_stats(grid_tif, zones(cell(0, 0), cell(0, 1)).assign(pcode="same"))
 
 
-# Vertices off the 0.1° grid lines: exactextract 0.3.0 drops cells when an edge runs exactly through grid
-# corners (a triangle on the raster's diagonal counts 48 of its 50 cells); real boundaries don't do that.
-coordinate = st.floats(min_value=0.0, max_value=1.0, allow_nan=False).filter(
-    lambda v: abs(v * 10 - round(v * 10)) > 1e-6
+# exactextract 0.3.0 miscounts a cell when an edge runs exactly through raster grid corners (a triangle on the
+# raster's diagonal counts 48 of its 50 cells; see app/zonal.py). Vertices on a rational lattice shifted by
+# √2·1e-4 in x and √3·1e-4 in y keep every edge off the grid corners, as surveyed boundaries are.
+lattice = st.integers(min_value=1, max_value=996)
+point = st.tuples(
+    lattice.map(lambda k: k / 997 + 1e-4 * math.sqrt(2)), lattice.map(lambda k: k / 997 + 1e-4 * math.sqrt(3))
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(points=st.lists(st.tuples(coordinate, coordinate), min_size=3, max_size=6))
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(points=st.lists(point, min_size=3, max_size=6))
 def test_constant_raster_gives_the_constant_for_any_polygon_inside(
     constant_tif: Path, points: list[tuple[float, float]]
 ) -> None:
