@@ -30,6 +30,11 @@ PERIOD_UNSTATED = "period_unstated"
 SURVEY_ESTIMATE = "survey_estimate"
 DERIVED_CROSSWALK = "derived_through_crosswalk"
 PARTIAL_COVERAGE = "partial_raster_coverage"
+# a unit the source does not list, stored as 0 because the source lists every unit with at least one event
+ABSENT_ASSUMED_ZERO = "absent_from_source_assumed_zero"
+NOT_EVALUATED = "not_evaluated"  # the source marks the unit as not evaluated: stored as missing (NULL)
+SMALL_SAMPLE = "small_sample"  # a survey share whose effective sample is below SMALL_SAMPLE_MIN
+INCONSISTENT_POPULATION = "inconsistent_population"  # off the sum of its municipios by more than 50 %
 KNOWN_FLAGS = (
     OUT_OF_RANGE,
     SURVEY_NOT_REPRESENTATIVE,
@@ -38,7 +43,17 @@ KNOWN_FLAGS = (
     SURVEY_ESTIMATE,
     DERIVED_CROSSWALK,
     PARTIAL_COVERAGE,
+    ABSENT_ASSUMED_ZERO,
+    NOT_EVALUATED,
+    SMALL_SAMPLE,
+    INCONSISTENT_POPULATION,
 )
+# Kish effective sample size below which a survey share is flagged small_sample (a share of fewer than 30
+# effective respondents has a 95 % margin of error above ±18 points at p = 0.5)
+SMALL_SAMPLE_MIN = 30.0
+# codes of municipal population indicators, by preference within a country (used as denominators and as
+# weights when rates are aggregated through the crosswalk)
+POPULATION_CODES = ("population", "population_2018", "population_2014", "population_2007")
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class Indicator:
     valid_max: float | None = None
     column: str = ""
     reason: str = ""
+    publisher: str = ""  # who produced the values, when not the carrier of the file (e.g. PNC for crimes)
 
     def check(self) -> list[str]:
         """Problems with the definition itself (empty when it is sound)."""
@@ -100,6 +116,7 @@ def load_catalogue(path: Path) -> dict[str, Indicator]:
             valid_max=_opt_float(row["valid_max"]),
             column=row["column"],
             reason=row["reason"],
+            publisher=row.get("publisher", ""),
         )
         problems = ind.check()
         if problems:
@@ -130,13 +147,18 @@ OBSERVATION_COLUMNS = [
     "value",
     "flags",
     "file_sha256",
+    "sample_size",
 ]
 
 
 def observations_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """A frame with the observation columns, in order."""
+    """A frame with the observation columns, in order. `value` may be None only for a value the source
+    marks as missing, and then a flag must say why; `sample_size` (optional) is the effective sample
+    behind a survey share."""
     frame = pd.DataFrame(list(rows), columns=OBSERVATION_COLUMNS)
     frame["flags"] = frame["flags"].map(lambda f: list(f) if isinstance(f, (list, tuple)) else [])
+    frame["value"] = frame["value"].astype("object").where(frame["value"].notna(), None)
+    frame["sample_size"] = frame["sample_size"].astype("object").where(frame["sample_size"].notna(), None)
     return frame
 
 
@@ -146,7 +168,7 @@ def flag_out_of_range(obs: pd.DataFrame, indicators: Iterable[Indicator]) -> pd.
     flags = []
     for code, value, current in zip(obs["indicator_code"], obs["value"], obs["flags"], strict=True):
         lo, hi = ranges.get(code, (None, None))
-        bad = (lo is not None and value < lo) or (hi is not None and value > hi)
+        bad = value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi))
         flags.append(sorted({*current, OUT_OF_RANGE}) if bad else list(current))
     out = obs.copy()
     out["flags"] = flags
@@ -198,9 +220,13 @@ def validate_layer(conn: Connection, layer: Layer) -> Validation:
     stray = set(obs["indicator_code"]) - codes
     if stray:
         v.errors.append(f"values for indicators that are not defined: {sorted(stray)}")
-    finite = obs["value"].map(lambda x: isinstance(x, (int, float)) and math.isfinite(x))
+    missing_value = obs["value"].isna()
+    finite = obs["value"].map(lambda x: isinstance(x, (int, float)) and math.isfinite(x)) | missing_value
     if not finite.all():
         v.errors.append(f"{int((~finite).sum())} values are not finite numbers (NaN or infinite)")
+    unexplained = missing_value & (obs["flags"].map(len) == 0)
+    if unexplained.any():
+        v.errors.append(f"{int(unexplained.sum())} missing values carry no flag saying why")
     dup = obs.duplicated(["indicator_code", "boundary_set_id", "pcode", "period"])
     if dup.any():
         sample = obs.loc[dup, ["indicator_code", "pcode"]].head(5).to_dict("records")
@@ -276,14 +302,14 @@ def _write(conn: Connection, layer: Layer, obs: pd.DataFrame) -> None:
     conn.execute(
         text("""
             INSERT INTO indicators (code, name_es, name_en, unit, theme, direction, measure, valid_min,
-                                    valid_max, description, source_id, period, loaded_at)
+                                    valid_max, description, source_id, period, publisher, loaded_at)
             VALUES (:code, :name_es, :name_en, :unit, :theme, :direction, :measure, :valid_min, :valid_max,
-                    :reason, :source_id, :period, :now)
+                    :reason, :source_id, :period, NULLIF(:publisher, ''), :now)
             ON CONFLICT (code) DO UPDATE SET name_es = EXCLUDED.name_es, name_en = EXCLUDED.name_en,
               unit = EXCLUDED.unit, theme = EXCLUDED.theme, direction = EXCLUDED.direction,
               measure = EXCLUDED.measure, valid_min = EXCLUDED.valid_min, valid_max = EXCLUDED.valid_max,
               description = EXCLUDED.description, source_id = EXCLUDED.source_id, period = EXCLUDED.period,
-              loaded_at = EXCLUDED.loaded_at
+              publisher = EXCLUDED.publisher, loaded_at = EXCLUDED.loaded_at
         """),
         [{**i.__dict__, "now": now} for i in layer.indicators],
     )
@@ -292,12 +318,18 @@ def _write(conn: Connection, layer: Layer, obs: pd.DataFrame) -> None:
     conn.execute(
         text("""
             INSERT INTO observations (indicator_code, boundary_set_id, pcode, period, value, source_id,
-                                      file_sha256, flags, loaded_at)
+                                      file_sha256, flags, sample_size, loaded_at)
             VALUES (:indicator_code, :boundary_set_id, :pcode, :period, :value, :source_id, :file_sha256,
-                    :flags, :now)
+                    :flags, :sample_size, :now)
         """),
         [
-            {**r, "value": float(r["value"]), "source_id": layer.source.id, "now": now}
+            {
+                **r,
+                "value": None if r["value"] is None else float(r["value"]),
+                "sample_size": None if r["sample_size"] is None else float(r["sample_size"]),
+                "source_id": layer.source.id,
+                "now": now,
+            }
             for r in obs.to_dict("records")
         ],
     )

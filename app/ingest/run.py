@@ -35,9 +35,16 @@ def _a2sit(
 
 
 # indicator and hazard sources, loaded after the boundaries, in this order
+# (populations first: later loaders use them as denominators and cross-checks)
 LAYER_LOADERS: dict[str, LayerPreparer] = {
+    # gtm-mvi-unhcr: register here
     "gtm-a2sit": _a2sit,
+    # gtm-segeplan-pdh: register here
+    # gtm-desinventar: register here
+    # hnd-iudpas-2014: register here
     "slv-censo2024": prepare_slv_census,
+    # slv-censo2007: register here
+    # slv-dry-corridor-mag: register here
     "hnd-emr2023": prepare_hnd_emr,
     "department-census": prepare_department_census,
     "hurdat2-dplyr": prepare_hurricanes,
