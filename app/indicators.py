@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from app.errors import InvalidParameter, NotFound
-from app.ingest.layers import DERIVED_CROSSWALK, OUT_OF_RANGE
+from app.ingest.layers import DERIVED_CROSSWALK, OUT_OF_RANGE, POPULATION_CODES
 from app.queries import COUNTRIES, boundary_set_ids
 from app.settings import Settings
 from app.sources import load_manifest
@@ -120,6 +120,7 @@ def catalogue(conn: Connection, theme: str | None = None) -> list[dict[str, Any]
             "measure": r["measure"],
             "unit": r["unit"],
             "period": r["period"],
+            "publisher": r["publisher"],
             "valid_range": [r["valid_min"], r["valid_max"]],
             "description": r["description"],
             "source": {"id": r["source_id"], "title": r["source_title"]},
@@ -137,19 +138,37 @@ def indicator(conn: Connection, code: str) -> dict[str, Any]:
     return dict(row)
 
 
-def _direct(conn: Connection, code: str, set_id: str) -> pd.DataFrame:
+def _direct(conn: Connection, code: str, set_id: str, *, include_missing: bool = False) -> pd.DataFrame:
+    """The stored values of `code` on one set: per unit, its latest period (periods are years or year ranges
+    and sort as text). A value the source marks as missing (NULL, with a flag) is left out unless asked for."""
+    missing = "" if include_missing else "AND o.value IS NOT NULL"
     return pd.DataFrame(
         [
             dict(r)
             for r in conn.execute(
-                text("""
-        SELECT o.pcode, o.value, o.period, o.flags FROM observations o
-        WHERE o.indicator_code = :code AND o.boundary_set_id = :set"""),
+                text(f"""
+        SELECT DISTINCT ON (o.pcode) o.pcode, o.value, o.period, o.flags, o.sample_size FROM observations o
+        WHERE o.indicator_code = :code AND o.boundary_set_id = :set {missing}
+        ORDER BY o.pcode, o.period DESC"""),
                 {"code": code, "set": set_id},
             ).mappings()
         ],
-        columns=["pcode", "value", "period", "flags"],
+        columns=["pcode", "value", "period", "flags", "sample_size"],
     )
+
+
+def _population(conn: Connection, set_id: str) -> pd.Series:
+    """The municipal population stored on a set (the first of POPULATION_CODES that has values there)."""
+    for code in POPULATION_CODES:
+        pop = _direct(conn, code, set_id)
+        if not pop.empty:
+            return pop.set_index("pcode")["value"]
+    return pd.Series(dtype="float64")
+
+
+def _union(flags: pd.Series) -> list[str]:
+    """Every flag of every part: a derived value keeps the flags of all the values it was made from."""
+    return sorted({f for fl in flags for f in fl})
 
 
 def _links(conn: Connection, set_id: str) -> list[tuple[str, str, str]]:
@@ -187,7 +206,7 @@ def _derive(conn: Connection, code: str, measure: str, set_id: str, other: str, 
         if measure == "count":
             m["part"] = m["value"] * m["share_of_to"]
             g = m.groupby("pcode").agg(
-                value=("part", "sum"), period=("period", "first"), flags=("flags", "first")
+                value=("part", "sum"), period=("period", "first"), flags=("flags", _union)
             )
         else:
             m["w"] = m["value"] * m["share_of_from"]
@@ -195,7 +214,7 @@ def _derive(conn: Connection, code: str, measure: str, set_id: str, other: str, 
                 w=("w", "sum"),
                 s=("share_of_from", "sum"),
                 period=("period", "first"),
-                flags=("flags", "first"),
+                flags=("flags", _union),
             )
             g["value"] = g["w"] / g["s"]
         extra = [DERIVED_CROSSWALK]
@@ -216,22 +235,23 @@ def _derive(conn: Connection, code: str, measure: str, set_id: str, other: str, 
         if measure == "count":
             m["part"] = m["value"] * m["share_of_from"]
             g = m.groupby("pcode").agg(
-                value=("part", "sum"), period=("period", "first"), flags=("flags", "first")
+                value=("part", "sum"), period=("period", "first"), flags=("flags", _union)
             )
             extra = [DERIVED_CROSSWALK]
         else:
-            pop = _direct(conn, "population", other).set_index("pcode")["value"]
+            pop = _population(conn, other)
             weights = m["src"].map(pop) if not pop.empty and m["src"].isin(pop.index).all() else None
             m["wt"] = weights * m["share_of_from"] if weights is not None else m["share_of_to"]
             m["w"] = m["value"] * m["wt"]
             g = m.groupby("pcode").agg(
-                w=("w", "sum"), s=("wt", "sum"), period=("period", "first"), flags=("flags", "first")
+                w=("w", "sum"), s=("wt", "sum"), period=("period", "first"), flags=("flags", _union)
             )
             g["value"] = g["w"] / g["s"]
             extra = [DERIVED_CROSSWALK] + ([] if weights is not None else [AREA_WEIGHTED])
     g = g.reset_index()
     g["flags"] = g["flags"].map(lambda f: sorted({*f, *extra}))
-    return g[["pcode", "value", "period", "flags"]]
+    g["sample_size"] = None
+    return g[["pcode", "value", "period", "flags", "sample_size"]]
 
 
 def values(
@@ -240,8 +260,10 @@ def values(
     *,
     country: str | None = None,
     set_id: str | None = None,
+    include_missing: bool = False,
 ) -> list[dict[str, Any]]:
-    """Values of an indicator on the requested (or each country's default) boundary set, with flags."""
+    """Values of an indicator on the requested (or each country's default) boundary set, with flags; per unit
+    the latest period. With `include_missing`, values the source marks as missing come as None with their flag."""
     ind = indicator(conn, code)
     if set_id and set_id not in boundary_set_ids(conn):
         raise InvalidParameter(
@@ -261,7 +283,7 @@ def values(
     )
     out: list[dict[str, Any]] = []
     for s in sets:
-        frame = _direct(conn, code, s)
+        frame = _direct(conn, code, s, include_missing=include_missing)
         if frame.empty:
             for other, way, _ in _links(conn, s):
                 frame = _derive(conn, code, ind["measure"], s, other, way)
@@ -286,9 +308,10 @@ def values(
                 "country": r.country,
                 "level": int(r.level),
                 "boundary_set": s,
-                "value": float(r.value),
+                "value": None if pd.isna(r.value) else float(r.value),
                 "period": r.period,
                 "flags": list(r.flags),
+                "sample_size": None if pd.isna(r.sample_size) else float(r.sample_size),
             }
             for r in merged.itertuples(index=False)
         ]
@@ -300,10 +323,14 @@ def unit_values(conn: Connection, set_id: str, pcode: str) -> list[dict[str, Any
     rows = (
         conn.execute(
             text("""
-        SELECT i.code, i.name_en, i.name_es, i.theme, i.direction, i.unit, i.measure, o.value, o.period,
-               o.flags, s.id AS source_id, s.title AS source_title
-        FROM observations o JOIN indicators i ON i.code = o.indicator_code JOIN sources s ON s.id = o.source_id
-        WHERE o.boundary_set_id = :set AND o.pcode = :pcode ORDER BY i.theme, i.code"""),
+        SELECT * FROM (
+          SELECT DISTINCT ON (i.code) i.code, i.name_en, i.name_es, i.theme, i.direction, i.unit, i.measure,
+                 o.value, o.period, o.flags, o.sample_size, i.publisher, s.id AS source_id,
+                 s.title AS source_title
+          FROM observations o JOIN indicators i ON i.code = o.indicator_code
+          JOIN sources s ON s.id = o.source_id
+          WHERE o.boundary_set_id = :set AND o.pcode = :pcode ORDER BY i.code, o.period DESC) latest
+        ORDER BY theme, code"""),
             {"set": set_id, "pcode": pcode},
         )
         .mappings()
@@ -316,7 +343,7 @@ def unit_values(conn: Connection, set_id: str, pcode: str) -> list[dict[str, Any
             conn.execute(
                 text("""
             SELECT DISTINCT i.code, i.name_en, i.name_es, i.theme, i.direction, i.unit, i.measure,
-                   s.id AS source_id, s.title AS source_title
+                   i.publisher, s.id AS source_id, s.title AS source_title
             FROM observations o JOIN indicators i ON i.code = o.indicator_code JOIN sources s ON s.id = i.source_id
             WHERE o.boundary_set_id = :o"""),
                 {"o": other},
@@ -333,7 +360,13 @@ def unit_values(conn: Connection, set_id: str, pcode: str) -> list[dict[str, Any
                 r = hit.iloc[0]
                 out.append(
                     _unit_value(
-                        {**dict(ind), "value": r["value"], "period": r["period"], "flags": r["flags"]}
+                        {
+                            **dict(ind),
+                            "value": r["value"],
+                            "period": r["period"],
+                            "flags": r["flags"],
+                            "sample_size": None,
+                        }
                     )
                 )
                 have.add(ind["code"])
@@ -348,8 +381,10 @@ def _unit_value(r: dict[str, Any]) -> dict[str, Any]:
         "theme": r["theme"],
         "direction": r["direction"],
         "unit": r["unit"],
-        "value": float(r["value"]),
+        "value": None if r["value"] is None or pd.isna(r["value"]) else float(r["value"]),
         "period": r["period"],
         "flags": list(r["flags"]),
+        "sample_size": r.get("sample_size"),
+        "publisher": r.get("publisher"),
         "source": {"id": r["source_id"], "title": r["source_title"]},
     }

@@ -65,9 +65,11 @@ def indicator_values(
     format: ValuesFormat = ValuesFormat.json,
 ) -> Response:
     """Values on a boundary set; SLV values published on the other geography come through the crosswalk,
-    flagged `derived_through_crosswalk`. Flagged `out_of_range` values are shown and excluded from scoring."""
+    flagged `derived_through_crosswalk`. Flagged `out_of_range` values are shown and excluded from scoring; a value
+    the source marks as missing comes as null with the flag that says why (e.g. `not_evaluated`). Per unit, the
+    latest period."""
     f = UnitFilter.parse(country, None, None, None, set)
-    items = ind.values(conn, code, country=f.country, set_id=f.set)
+    items = ind.values(conn, code, country=f.country, set_id=f.set, include_missing=True)
     if format is ValuesFormat.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -79,7 +81,7 @@ def indicator_values(
                     i["name"],
                     i["country"],
                     i["boundary_set"],
-                    repr(i["value"]),
+                    "" if i["value"] is None else repr(i["value"]),
                     i["period"],
                     ";".join(i["flags"]),
                 ]
@@ -131,6 +133,7 @@ def indicator_values(
                     "unit",
                     "measure",
                     "period",
+                    "publisher",
                     "source_id",
                 )
             },

@@ -14,7 +14,11 @@ from app.errors import DataError
 from app.ingest.boundaries import SLV_2024_SET, reform_table
 from app.ingest.common import Progress, Validation
 from app.ingest.layers import (
+    DENOMINATOR_MUNICIPAL_SUM,
+    INCONSISTENT_POPULATION,
     NO_POPULATION_DENOMINATOR,
+    SMALL_SAMPLE,
+    SMALL_SAMPLE_MIN,
     SURVEY_ESTIMATE,
     SURVEY_NOT_REPRESENTATIVE,
     Indicator,
@@ -208,6 +212,25 @@ HND_INSECURITY_CAUSES = {
 }
 
 
+def kish_effective_n(weights: pd.Series) -> float:
+    """Kish's effective sample size of weighted records, (Σw)² / Σw²: the number of equally weighted
+    respondents that would give the same precision. Each row of the EMR summary is one weighted record."""
+    w = weights.astype("float64")
+    return float(w.sum() ** 2 / (w**2).sum()) if (w**2).sum() > 0 else 0.0
+
+
+def stored_population(conn: Connection, code: str, set_id: str) -> pd.Series:
+    """A municipal population stored by an earlier load, by P-code (empty when it is not loaded)."""
+    rows = conn.execute(
+        text(
+            "SELECT pcode, value FROM observations WHERE indicator_code = :c AND boundary_set_id = :s "
+            "AND value IS NOT NULL"
+        ),
+        {"c": code, "s": set_id},
+    ).all()
+    return pd.Series({r.pcode: float(r.value) for r in rows}, dtype="float64")
+
+
 def prepare_hnd_emr(
     conn: Connection,
     settings: Settings,
@@ -216,7 +239,16 @@ def prepare_hnd_emr(
     catalogue: dict[str, Indicator],
     progress: Progress,
 ) -> Layer:
-    """Weighted emigrants per municipio (a survey estimate, not representative by municipio)."""
+    """Weighted emigrants per municipio (a survey estimate, not representative by municipio).
+
+    - `emigrants_emr` is a weighted count: kept as context for the migration breakdown, never scored next to
+      rates. `emigrants_emr_per_1000` is the scored form: weighted emigrants per 1,000 residents, the
+      denominator being the best municipal population available for Honduras, the INE 2014 projection
+      published by IUDPAS (`population_2014`, 265 of 298 municipios). The vintages differ (2023 survey over a
+      2014 population): the unit says so. A municipio without a 2014 population gets no per-capita value.
+    - `emigrants_insecurity_share_emr` carries its effective sample (Kish, (Σw)²/Σw² over the records of the
+      municipio) in `sample_size`, and the flag `small_sample` below SMALL_SAMPLE_MIN effective records.
+    """
     source = sources["hnd-emr2023"]
     paths = resolver.resolve(source)
     f = source.first("csv").name
@@ -237,11 +269,18 @@ def prepare_hnd_emr(
         raise DataError(
             f"Source '{source.id}', file '{f}': municipio codes must be INE numbers, found {bad}."
         )
+    population = stored_population(conn, "population_2014", "hnd-municipios")
+    if population.empty:
+        raise DataError(
+            f"Source '{source.id}': the per-capita rate needs Honduras' municipal population "
+            "(population_2014): load hnd-iudpas-2014 first."
+        )
     frame["pcode"] = "HN" + frame["munic"].str.zfill(4)
     causes = frame["cause"].map(lambda c: {name_key(x) for x in str(c).split(";")})
     frame["insecure"] = causes.map(lambda cs: bool(cs & HND_INSECURITY_CAUSES))
     total = frame.groupby("pcode")["emigrants"].sum()
     insecure = frame[frame["insecure"]].groupby("pcode")["emigrants"].sum().reindex(total.index, fill_value=0)
+    n_eff = frame.groupby("pcode")["emigrants"].apply(kish_effective_n)
     ind = _catalogue_for(catalogue, source.id)
     sha = source.first("csv").sha256
     base = {"boundary_set_id": "hnd-municipios", "file_sha256": sha}
@@ -253,8 +292,22 @@ def prepare_hnd_emr(
             "period": ind["emigrants_emr"].period,
             "value": float(v),
             "flags": [SURVEY_NOT_REPRESENTATIVE, NO_POPULATION_DENOMINATOR],
+            "sample_size": n_eff[p],
         }
         for p, v in total.items()
+    ]
+    rows += [
+        {
+            **base,
+            "indicator_code": "emigrants_emr_per_1000",
+            "pcode": p,
+            "period": ind["emigrants_emr_per_1000"].period,
+            "value": float(v / population[p] * 1000),
+            "flags": [SURVEY_NOT_REPRESENTATIVE],
+            "sample_size": n_eff[p],
+        }
+        for p, v in total.items()
+        if p in population.index and population[p] > 0
     ]
     rows += [
         {
@@ -263,16 +316,26 @@ def prepare_hnd_emr(
             "pcode": p,
             "period": ind["emigrants_insecurity_share_emr"].period,
             "value": float(insecure[p] / v * 100),
-            "flags": [SURVEY_NOT_REPRESENTATIVE],
+            "flags": [SURVEY_NOT_REPRESENTATIVE] + ([SMALL_SAMPLE] if n_eff[p] < SMALL_SAMPLE_MIN else []),
+            "sample_size": n_eff[p],
         }
         for p, v in total.items()
         if v > 0
     ]
+    no_pop = sorted(set(total.index) - set(population.index))
     notes.append(f"{len(total)} of 298 municipios appear in the survey; the others have no value (not zero)")
+    notes.append(
+        f"{len(no_pop)} surveyed municipios have no 2014 population and so no per-capita value: {no_pop[:10]}"
+    )
+    small = int((n_eff < SMALL_SAMPLE_MIN).sum())
+    notes.append(
+        f"{small} of {len(total)} municipal shares rest on fewer than {SMALL_SAMPLE_MIN:.0f} effective records "
+        f"(flag {SMALL_SAMPLE})"
+    )
     return Layer(
         source,
         [(source, paths)],
-        [ind["emigrants_emr"], ind["emigrants_insecurity_share_emr"]],
+        [ind["emigrants_emr"], ind["emigrants_emr_per_1000"], ind["emigrants_insecurity_share_emr"]],
         observations_frame(rows),
         Validation(),
         notes,
@@ -282,6 +345,47 @@ def prepare_hnd_emr(
 # --- Department level, three countries -----------------------------------------------------------
 
 DEPT_PERIODS = {"GTM": "2018", "HND": "2023-2024", "SLV": "2024"}
+# the municipal population each country's department figures are checked against (its best vintage)
+MUNICIPAL_POPULATION = {
+    "GTM": ("population_2018", "gtm-municipios"),
+    "HND": ("population_2014", "hnd-municipios"),
+    "SLV": ("population", "slv-2024-municipios"),
+}
+# a department population further than this from the sum of its municipios is not used as a denominator
+POPULATION_TOLERANCE = 0.5
+
+
+def municipal_population_sums(conn: Connection) -> pd.DataFrame:
+    """Per country and department (national code): the sum of the stored municipal populations, how many
+    municipios it covers, and the indicator and period it comes from."""
+    out = []
+    for iso, (code, set_id) in MUNICIPAL_POPULATION.items():
+        for r in conn.execute(
+            text("""
+            SELECT d.national_code, sum(o.value) AS pop, count(*) AS n, min(o.period) AS period,
+                   (SELECT count(*) FROM admin_units x WHERE x.boundary_set_id = :s AND x.level = 2
+                      AND x.parent_pcode = d.pcode) AS units
+            FROM observations o
+            JOIN admin_units u ON u.boundary_set_id = o.boundary_set_id AND u.pcode = o.pcode
+            JOIN admin_units d ON d.boundary_set_id = u.boundary_set_id AND d.pcode = u.parent_pcode
+            WHERE o.indicator_code = :c AND o.boundary_set_id = :s AND o.value IS NOT NULL
+            GROUP BY d.national_code, d.pcode"""),
+            {"c": code, "s": set_id},
+        ):
+            out.append(
+                {
+                    "ISO3": iso,
+                    "national_code": r.national_code,
+                    "municipal_pop": float(r.pop),
+                    "municipios": int(r.n),
+                    "units": int(r.units),
+                    "pop_code": code,
+                    "pop_period": r.period,
+                }
+            )
+    return pd.DataFrame(
+        out, columns=["ISO3", "national_code", "municipal_pop", "municipios", "units", "pop_code", "pop_period"]
+    )
 
 
 def prepare_department_census(
@@ -292,7 +396,13 @@ def prepare_department_census(
     catalogue: dict[str, Indicator],
     progress: Progress,
 ) -> Layer:
-    """Department-level emigration and remittance figures as level-1 observations in every set of a country."""
+    """Department-level emigration and remittance figures as level-1 observations in every set of a country.
+
+    Each department's population is checked against the sum of its municipios' populations (the country's
+    best municipal vintage, `MUNICIPAL_POPULATION`). One off by more than 50 % is flagged
+    `inconsistent_population` and is not used as a denominator: its emigrants per 1,000 are computed on the
+    municipal sum instead, flagged `denominator_municipal_population_sum` (in Honduras, Gracias a Dios and
+    Islas de la Bahía come out about 6× their municipal sums in the file)."""
     source = sources["department-census"]
     paths = resolver.resolve(source)
     f = source.file("department_data.csv")
@@ -315,7 +425,26 @@ def prepare_department_census(
     if deps.empty:
         raise DataError("Load the boundaries before the department census (no departments stored).")
     frame["national_code"] = frame["depto"].str.zfill(2)
-    merged = frame.merge(
+    sums = municipal_population_sums(conn)
+    frame = frame.merge(sums, on=["ISO3", "national_code"], how="left")
+    ratio = frame["poblacion_total"] / frame["municipal_pop"]
+    frame["inconsistent"] = (ratio - 1).abs() > POPULATION_TOLERANCE
+    notes: list[str] = []
+    for r in frame[frame["inconsistent"]].itertuples(index=False):
+        notes.append(
+            f"{r.ISO3} department {r.national_code}: population {r.poblacion_total:,.0f} is "
+            f"{r.poblacion_total / r.municipal_pop:.1f}× the sum of its municipios ({r.municipal_pop:,.0f}, "
+            f"{r.pop_code}, {r.municipios} of {r.units} municipios): flagged {INCONSISTENT_POPULATION}; "
+            "its rates use the municipal sum"
+        )
+    unchecked = frame[frame["municipal_pop"].isna()]
+    if not unchecked.empty:
+        notes.append(
+            f"{len(unchecked)} departments could not be checked (no municipal population stored): "
+            f"{unchecked[['ISO3', 'depto']].values.tolist()[:5]}"
+        )
+    denominator = frame["poblacion_total"].where(~frame["inconsistent"], frame["municipal_pop"])
+    merged = frame.assign(denominator=denominator).merge(
         deps, left_on=["ISO3", "national_code"], right_on=["country", "national_code"], how="left"
     )
     unmatched = merged[merged["pcode"].isna()]
@@ -325,7 +454,7 @@ def prepare_department_census(
     merged = merged[merged["pcode"].notna()]
     values = {
         "dept_population": merged["poblacion_total"],
-        "dept_emigrants_per_1000": merged["total_emigrants_household"] / merged["poblacion_total"] * 1000,
+        "dept_emigrants_per_1000": merged["total_emigrants_household"] / merged["denominator"] * 1000,
         "dept_households_with_emigrants_pct": merged["pct_households_with_emigrants"],
         "dept_remittance_households_pct": merged["pct_households_receiving_remittances"],
     }
@@ -334,6 +463,11 @@ def prepare_department_census(
     for code, series in values.items():
         for (_, r), v in zip(merged.iterrows(), series, strict=True):
             if pd.notna(v):
+                flags = [SURVEY_ESTIMATE] if r["ISO3"] == "HND" else []
+                if r["inconsistent"] and code == "dept_population":
+                    flags.append(INCONSISTENT_POPULATION)
+                if r["inconsistent"] and code == "dept_emigrants_per_1000":
+                    flags.append(DENOMINATOR_MUNICIPAL_SUM)
                 rows.append(
                     {
                         "indicator_code": code,
@@ -341,7 +475,7 @@ def prepare_department_census(
                         "pcode": r["pcode"],
                         "period": DEPT_PERIODS.get(r["ISO3"], "unstated"),
                         "value": float(v),
-                        "flags": [SURVEY_ESTIMATE] if r["ISO3"] == "HND" else [],
+                        "flags": flags,
                         "file_sha256": f.sha256,
                     }
                 )
@@ -351,5 +485,5 @@ def prepare_department_census(
         [ind[c] for c in values],
         observations_frame(rows),
         validation,
-        ["Honduras figures are survey estimates (EPHPM 2024, EMR 2023); flagged as such"],
+        ["Honduras figures are survey estimates (EPHPM 2024, EMR 2023); flagged as such", *notes],
     )

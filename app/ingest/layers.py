@@ -35,6 +35,8 @@ ABSENT_ASSUMED_ZERO = "absent_from_source_assumed_zero"
 NOT_EVALUATED = "not_evaluated"  # the source marks the unit as not evaluated: stored as missing (NULL)
 SMALL_SAMPLE = "small_sample"  # a survey share whose effective sample is below SMALL_SAMPLE_MIN
 INCONSISTENT_POPULATION = "inconsistent_population"  # off the sum of its municipios by more than 50 %
+# a department rate computed on the sum of its municipios' populations (its own population is inconsistent)
+DENOMINATOR_MUNICIPAL_SUM = "denominator_municipal_population_sum"
 KNOWN_FLAGS = (
     OUT_OF_RANGE,
     SURVEY_NOT_REPRESENTATIVE,
@@ -47,6 +49,7 @@ KNOWN_FLAGS = (
     NOT_EVALUATED,
     SMALL_SAMPLE,
     INCONSISTENT_POPULATION,
+    DENOMINATOR_MUNICIPAL_SUM,
 )
 # Kish effective sample size below which a survey share is flagged small_sample (a share of fewer than 30
 # effective respondents has a 95 % margin of error above ±18 points at p = 0.5)

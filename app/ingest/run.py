@@ -12,6 +12,8 @@ from app.ingest.a2sit import prepare_a2sit
 from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
 from app.ingest.census import prepare_department_census, prepare_hnd_emr, prepare_slv_census
 from app.ingest.common import Progress, no_progress
+from app.ingest.gtm_mvi import prepare_gtm_population
+from app.ingest.iudpas import prepare_iudpas
 from app.ingest.hazards import prepare_hurricanes
 from app.ingest.layers import Indicator, Layer, LayerReport, load_catalogue, store_layer
 from app.ingest.store import LoadReport, store
@@ -37,11 +39,11 @@ def _a2sit(
 # indicator and hazard sources, loaded after the boundaries, in this order
 # (populations first: later loaders use them as denominators and cross-checks)
 LAYER_LOADERS: dict[str, LayerPreparer] = {
-    # gtm-mvi-unhcr: register here
+    "gtm-mvi-unhcr": prepare_gtm_population,
     "gtm-a2sit": _a2sit,
     # gtm-segeplan-pdh: register here
     # gtm-desinventar: register here
-    # hnd-iudpas-2014: register here
+    "hnd-iudpas-2014": prepare_iudpas,
     "slv-censo2024": prepare_slv_census,
     # slv-censo2007: register here
     # slv-dry-corridor-mag: register here
