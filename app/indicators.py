@@ -130,6 +130,83 @@ def catalogue(conn: Connection, theme: str | None = None) -> list[dict[str, Any]
     ]
 
 
+PILLAR_THEMES = ("migration", "I", "II", "III", "IV", "V")
+
+
+def theme_coverage(conn: Connection) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per country (its current boundary set) and theme (migration and pillars I–V): which indicators have
+    municipal values there (direct, or through the SLV crosswalk), how many municipios have at least one
+    usable value (not missing, not out of range), and which indicators exist only per department.
+    A theme with no municipal and no department value is `"status": "no data"`: scoring leaves that pillar
+    null for the country, never zero."""
+    rows = conn.execute(
+        text("""
+        WITH d AS (SELECT id AS set_id, country FROM boundary_sets WHERE is_default),
+        usable AS (
+          SELECT o.indicator_code, o.boundary_set_id, o.pcode FROM observations o
+          WHERE o.value IS NOT NULL AND NOT (:oor = ANY(o.flags))),
+        hits AS (
+          SELECT d.country, u.level, x.indicator_code, x.pcode
+          FROM usable x JOIN d ON d.set_id = x.boundary_set_id
+          JOIN admin_units u ON u.boundary_set_id = x.boundary_set_id AND u.pcode = x.pcode
+          UNION
+          SELECT d.country, 2, x.indicator_code, c.to_pcode
+          FROM usable x JOIN crosswalk c ON c.from_set = x.boundary_set_id AND c.from_pcode = x.pcode
+          JOIN d ON d.set_id = c.to_set)
+        SELECT h.country, i.theme, h.level, i.code, count(DISTINCT h.pcode) AS n
+        FROM hits h JOIN indicators i ON i.code = h.indicator_code
+        WHERE i.theme = ANY(:themes)
+        GROUP BY 1, 2, 3, 4"""),
+        {"oor": OUT_OF_RANGE, "themes": list(PILLAR_THEMES)},
+    ).all()
+    units_with_data = {
+        (r.country, r.theme): r.n
+        for r in conn.execute(
+            text("""
+            WITH d AS (SELECT id AS set_id, country FROM boundary_sets WHERE is_default),
+            usable AS (
+              SELECT o.indicator_code, o.boundary_set_id, o.pcode FROM observations o
+              WHERE o.value IS NOT NULL AND NOT (:oor = ANY(o.flags)))
+            SELECT country, theme, count(DISTINCT pcode) AS n FROM (
+              SELECT d.country, i.theme, x.pcode FROM usable x JOIN d ON d.set_id = x.boundary_set_id
+              JOIN indicators i ON i.code = x.indicator_code
+              JOIN admin_units u ON u.boundary_set_id = x.boundary_set_id AND u.pcode = x.pcode AND u.level = 2
+              UNION
+              SELECT d.country, i.theme, c.to_pcode FROM usable x
+              JOIN crosswalk c ON c.from_set = x.boundary_set_id AND c.from_pcode = x.pcode
+              JOIN d ON d.set_id = c.to_set JOIN indicators i ON i.code = x.indicator_code) t
+            GROUP BY 1, 2"""),
+            {"oor": OUT_OF_RANGE},
+        )
+    }
+    totals = dict(
+        conn.execute(
+            text("""
+        SELECT b.country, count(*) FROM admin_units u JOIN boundary_sets b ON b.id = u.boundary_set_id
+        WHERE b.is_default AND u.level = 2 GROUP BY 1""")
+        ).all()
+    )
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for iso in COUNTRIES:
+        out[iso] = {}
+        for theme in PILLAR_THEMES:
+            municipal = sorted({r.code for r in rows if r.country == iso and r.theme == theme and r.level == 2})
+            department = sorted(
+                {r.code for r in rows if r.country == iso and r.theme == theme and r.level == 1} - set(municipal)
+            )
+            n = int(units_with_data.get((iso, theme), 0))
+            total = int(totals.get(iso, 0))
+            out[iso][theme] = {
+                "status": "data" if municipal else ("department only" if department else "no data"),
+                "municipal_indicators": municipal,
+                "department_indicators": department,
+                "units_with_data": n,
+                "units": total,
+                "share": round(n / total, 4) if total else 0.0,
+            }
+    return out
+
+
 def indicator(conn: Connection, code: str) -> dict[str, Any]:
     """One indicator's definition, or NotFound."""
     row = conn.execute(text("SELECT * FROM indicators WHERE code = :c"), {"c": code}).mappings().first()

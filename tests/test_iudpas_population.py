@@ -163,3 +163,27 @@ def test_department_populations_checked_against_municipal_sums(engine: Engine) -
     # a consistent department keeps its own population as denominator
     assert "denominator_municipal_population_sum" not in rates[("HND", "05")][1]
     assert not [k for k in rows if k[0] in ("GTM", "SLV") and "inconsistent_population" in rows[k][1]]
+
+
+def test_indicator_catalogue_reports_coverage_per_country_and_pillar(client: TestClient) -> None:
+    body = client.get("/v1/indicators").json()
+    cov = body["coverage"]
+    assert set(cov) == {"GTM", "HND", "SLV"}
+    hnd_iv = cov["HND"]["IV"]
+    assert "homicide_rate_2014" in hnd_iv["municipal_indicators"]
+    assert hnd_iv["units_with_data"] == hnd_iv["units"] == 298 and hnd_iv["status"] == "data"
+    # no violence-against-women data below country level in Honduras or El Salvador: said, not zero
+    for iso in ("HND", "SLV"):
+        assert cov[iso]["V"] == {
+            "status": "no data",
+            "municipal_indicators": [],
+            "department_indicators": [],
+            "units_with_data": 0,
+            "units": cov[iso]["V"]["units"],
+            "share": 0.0,
+        }
+    assert cov["GTM"]["V"]["status"] == "data"
+    assert "dept_emigrants_per_1000" in cov["HND"]["migration"]["department_indicators"]
+    assert "dept_emigrants_per_1000" not in cov["HND"]["migration"]["municipal_indicators"]
+    pop = {i["code"]: i for i in body["items"]}["population_2014"]
+    assert pop["period"] == "2014" and pop["publisher"].startswith("INE Honduras")

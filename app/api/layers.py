@@ -48,8 +48,11 @@ def list_sources(conn: ConnDep, settings: SettingsDep) -> ORJSONResponse:
 
 @router.get("/indicators", summary="The indicator catalogue with theme, direction, unit, source, coverage")
 def list_indicators(conn: ConnDep, theme: Theme | None = None) -> ORJSONResponse:
-    """Indicators (theme `migration`, pillars I–V, or `context`) and their coverage per country."""
-    return ORJSONResponse(_page(ind.catalogue(conn, theme.value if theme else None)))
+    """Indicators (theme `migration`, pillars I–V, or `context`) and their coverage per country; `coverage`
+    sums it up per country and pillar (`"status": "no data"` where a pillar has no value in a country)."""
+    return ORJSONResponse(
+        {**_page(ind.catalogue(conn, theme.value if theme else None)), "coverage": ind.theme_coverage(conn)}
+    )
 
 
 @router.get(
