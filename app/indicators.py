@@ -179,7 +179,7 @@ def theme_coverage(conn: Connection) -> dict[str, dict[str, dict[str, Any]]]:
             {"oor": OUT_OF_RANGE},
         )
     }
-    totals = dict(
+    totals: dict[str, int] = dict(
         conn.execute(
             text("""
         SELECT b.country, count(*) FROM admin_units u JOIN boundary_sets b ON b.id = u.boundary_set_id
@@ -190,9 +190,12 @@ def theme_coverage(conn: Connection) -> dict[str, dict[str, dict[str, Any]]]:
     for iso in COUNTRIES:
         out[iso] = {}
         for theme in PILLAR_THEMES:
-            municipal = sorted({r.code for r in rows if r.country == iso and r.theme == theme and r.level == 2})
+            municipal = sorted(
+                {r.code for r in rows if r.country == iso and r.theme == theme and r.level == 2}
+            )
             department = sorted(
-                {r.code for r in rows if r.country == iso and r.theme == theme and r.level == 1} - set(municipal)
+                {r.code for r in rows if r.country == iso and r.theme == theme and r.level == 1}
+                - set(municipal)
             )
             n = int(units_with_data.get((iso, theme), 0))
             total = int(totals.get(iso, 0))

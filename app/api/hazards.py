@@ -1,4 +1,4 @@
-"""Hurricane tracks under /v1/hazards."""
+"""Hurricane tracks and disaster events (DesInventar) under /v1/hazards."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import text
 from app.api.deps import ConnDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.errors import NotFound
+from app.hazards.events import list_events, parse_filter
 from app.queries import parse_bbox
 
 router = APIRouter(prefix="/v1/hazards", tags=["hazards"], responses=COMMON_ERRORS)
@@ -128,3 +129,36 @@ def get_storm(conn: ConnDep, storm_id: str) -> ORJSONResponse:
             "fix_list": [{**f, "time": f["time"].isoformat()} for f in fixes],
         }
     )
+
+
+@router.get("/events", summary="Disaster records by municipio (DesInventar, Guatemala 1988-2015), filtered")
+def list_hazard_events(
+    conn: ConnDep,
+    country: Annotated[str | None, Query(max_length=3, description="ISO3: GTM, HND or SLV")] = None,
+    municipio: Annotated[
+        str | None, Query(max_length=80, description="P-code (GT0101) or name, accent-insensitive")
+    ] = None,
+    type: Annotated[
+        str | None, Query(max_length=30, description="Event type as in DesInventar: FLOOD, LANDSLIDE, …")
+    ] = None,
+    hydromet: Annotated[
+        bool | None,
+        Query(description="Only hydro-meteorological events (FLOOD, LANDSLIDE, RAIN, SPATE, STORM, DROUGHT)"),
+    ] = None,
+    year_from: Annotated[int | None, Query(ge=1800, le=2100)] = None,
+    year_to: Annotated[int | None, Query(ge=1800, le=2100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ORJSONResponse:
+    """Events oldest first with their toll (deaths, victims, affected…), the municipio they were matched to
+    (pcode null when the record names none), the total, a summary per type, and the sources' provenance."""
+    f = parse_filter(
+        conn,
+        country=country,
+        municipio=municipio,
+        event_type=type,
+        hydromet=hydromet,
+        year_from=year_from,
+        year_to=year_to,
+    )
+    return ORJSONResponse(list_events(conn, f, limit=limit, offset=offset))

@@ -384,7 +384,8 @@ def municipal_population_sums(conn: Connection) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(
-        out, columns=["ISO3", "national_code", "municipal_pop", "municipios", "units", "pop_code", "pop_period"]
+        out,
+        columns=["ISO3", "national_code", "municipal_pop", "municipios", "units", "pop_code", "pop_period"],
     )
 
 

@@ -43,7 +43,9 @@ def read_iudpas(path: Path, source_id: str) -> pd.DataFrame:
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
             frame = pd.read_csv(path, sep="\t", index_col=False, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"Source '{source_id}', file '{path.name}' is not a readable TAB table: {exc}") from exc
+        raise DataError(
+            f"Source '{source_id}', file '{path.name}' is not a readable TAB table: {exc}"
+        ) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
@@ -96,7 +98,9 @@ def prepare_iudpas(
         if p in known and name_key(n) != known[p]
     ]
     if other_names:
-        notes.append(f"{len(other_names)} names spelt otherwise than the boundaries (codes win): {other_names[:5]}")
+        notes.append(
+            f"{len(other_names)} names spelt otherwise than the boundaries (codes win): {other_names[:5]}"
+        )
     rate = frame["totalHomicides"] / frame["popTotal"] * 1e5
     off = frame.index[(rate - frame["homicideRate"]).abs() > 0.1]
     if len(off):
