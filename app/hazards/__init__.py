@@ -1,1 +1,2 @@
-"""Hurricane hazard: HURDAT2 track parsers and a parametric wind-field model (pure functions, no database)."""
+"""Hazards: HURDAT2 track parsers and a parametric wind-field model (pure functions), and the read query of
+disaster event records (`events`)."""
