@@ -66,7 +66,7 @@ def test_values_csv_and_geojson(client: TestClient) -> None:
     r = client.get("/v1/indicators/crime_rate/values", params={"format": "csv", "country": "GTM"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert len(rows) == 340 and rows[0]["flags"] == "period_unstated"
+    assert len(rows) == 340 and rows[0]["flags"] == "" and rows[0]["period"] == "2020"  # PNC 2020
     g = client.get("/v1/indicators/emigrants_emr/values", params={"format": "geojson"})
     assert g.headers["content-type"].startswith("application/geo+json")
     fc = g.json()
@@ -85,7 +85,8 @@ def test_municipio_detail_lists_its_indicators(client: TestClient) -> None:
     m = client.get("/v1/municipalities/GT0101").json()
     by_code = {i["code"]: i for i in m["indicators"]}
     assert by_code["deportee_rate"]["source"]["id"] == "gtm-a2sit"
-    assert by_code["deportee_rate"]["flags"] == ["period_unstated"]
+    assert by_code["deportee_rate"]["flags"] == [] and by_code["deportee_rate"]["period"] == "2021"
+    assert by_code["deportee_rate"]["publisher"].startswith("IGM")
     assert by_code["gdp_per_capita"]["period"] == "2021"
     d = client.get("/v1/municipalities/SV0103").json()
     derived = {i["code"]: i for i in d["indicators"]}

@@ -62,14 +62,19 @@ def test_a2sit_gtm_counts_and_spot_values(engine: Engine, settings: Settings) ->
     assert n_ind == 54 - 13  # 13 columns are empty in the template
 
 
-def test_a2sit_ocha_pcodes_rekeyed_to_ine(engine: Engine, settings: Settings) -> None:
-    """The template follows OCHA (GT0206 = Sanarate); Raíces follows INE (GT0206 = Sansare)."""
+def test_a2sit_values_stay_on_their_ine_codes(engine: Engine, settings: Settings) -> None:
+    """The template labels GT0206 'Sanarate' (OCHA's name) but its values are Sansare's (INE 0206): its crime
+    rate × Sansare's 2018 population is a whole number of crimes (12), the Master sheet of UNHCR's MVI agrees
+    on every comparable indicator. Values stay on their P-code; only the label is OCHA's."""
     raw = pd.read_excel(_mirror(settings, "gtm-a2sit", "indicators"), sheet_name="Data", header=4)
     raw = raw.set_index("admin2Pcode")
     assert raw.loc["GT0206", "Name"] == "Sanarate"
     crime = _values(engine, "crime_rate")
-    assert crime["GT0207"] == pytest.approx(raw.loc["GT0206", "Delitos"])  # Sanarate's value on INE's code
-    assert crime["GT0206"] == pytest.approx(raw.loc["GT0207", "Delitos"])
+    pop = _values(engine, "population_2018")
+    assert crime["GT0206"] == pytest.approx(raw.loc["GT0206", "Delitos"])
+    assert crime["GT0207"] == pytest.approx(raw.loc["GT0207", "Delitos"])
+    assert crime["GT0206"] * pop["GT0206"] / 1e5 == pytest.approx(12, abs=1e-6)  # Sansare, 13,154 people
+    assert crime["GT0207"] * pop["GT0207"] / 1e5 == pytest.approx(94, abs=1e-6)  # Sanarate, 39,444 people
 
 
 def test_out_of_range_values_are_flagged_not_dropped(engine: Engine) -> None:
@@ -81,7 +86,7 @@ def test_out_of_range_values_are_flagged_not_dropped(engine: Engine) -> None:
     assert all("out_of_range" not in flags[p] for p in gini if p not in bad)
     risk = _values(engine, "displacement_risk_rate")
     assert "out_of_range" in _flags(engine, "displacement_risk_rate")[max(risk, key=risk.get)]
-    assert all("period_unstated" in f for f in flags.values())
+    assert all("period_unstated" not in f for f in flags.values())  # dated 2014 by UNHCR's MVI metadata
 
 
 def test_slv_census(engine: Engine, settings: Settings) -> None:

@@ -12,10 +12,14 @@ from app.ingest.a2sit import prepare_a2sit
 from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
 from app.ingest.census import prepare_department_census, prepare_hnd_emr, prepare_slv_census
 from app.ingest.common import Progress, no_progress
+from app.ingest.desinventar import prepare_desinventar
+from app.ingest.dry_corridor import prepare_dry_corridor
 from app.ingest.gtm_mvi import prepare_gtm_population
-from app.ingest.iudpas import prepare_iudpas
 from app.ingest.hazards import prepare_hurricanes
+from app.ingest.iudpas import prepare_iudpas
 from app.ingest.layers import Indicator, Layer, LayerReport, load_catalogue, store_layer
+from app.ingest.segeplan import prepare_segeplan_pdh
+from app.ingest.slv_censo2007 import prepare_slv_censo2007
 from app.ingest.store import LoadReport, store
 from app.settings import Settings
 from app.sources import Resolver, Source, load_manifest
@@ -33,7 +37,10 @@ def _a2sit(
     catalogue: dict[str, Indicator],
     progress: Progress,
 ) -> Layer:
-    return prepare_a2sit(conn, sources["gtm-a2sit"], resolver, catalogue, progress)
+    """The Guatemala template, dated and attributed by UNHCR Guatemala's MVI metadata (gtm-mvi-unhcr)."""
+    return prepare_a2sit(
+        conn, sources["gtm-a2sit"], resolver, catalogue, progress, metadata=sources.get("gtm-mvi-unhcr")
+    )
 
 
 # indicator and hazard sources, loaded after the boundaries, in this order
@@ -41,12 +48,12 @@ def _a2sit(
 LAYER_LOADERS: dict[str, LayerPreparer] = {
     "gtm-mvi-unhcr": prepare_gtm_population,
     "gtm-a2sit": _a2sit,
-    # gtm-segeplan-pdh: register here
-    # gtm-desinventar: register here
+    "gtm-segeplan-pdh": prepare_segeplan_pdh,
+    "gtm-desinventar": prepare_desinventar,
     "hnd-iudpas-2014": prepare_iudpas,
     "slv-censo2024": prepare_slv_census,
-    # slv-censo2007: register here
-    # slv-dry-corridor-mag: register here
+    "slv-censo2007": prepare_slv_censo2007,
+    "slv-dry-corridor-mag": prepare_dry_corridor,
     "hnd-emr2023": prepare_hnd_emr,
     "department-census": prepare_department_census,
     "hurdat2-dplyr": prepare_hurricanes,
