@@ -38,7 +38,15 @@ def test_values_json(client: TestClient) -> None:
     assert body["total"] == 44
     item = body["items"][0]
     assert set(item) == {
-        "pcode", "name", "country", "level", "boundary_set", "value", "period", "flags", "sample_size"
+        "pcode",
+        "name",
+        "country",
+        "level",
+        "boundary_set",
+        "value",
+        "period",
+        "flags",
+        "sample_size",
     }
     assert all(i["boundary_set"] == "slv-2024-municipios" for i in body["items"])
 

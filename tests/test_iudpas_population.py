@@ -70,13 +70,17 @@ def test_iudpas_known_answers(engine: Engine) -> None:
 
 def test_absent_municipios_say_so_in_the_api(client: TestClient, engine: Engine) -> None:
     absent = sorted(
-        p for p, (_, flags, _) in _values(engine, "homicide_rate_2014").items() if ABSENT_ASSUMED_ZERO in flags
+        p
+        for p, (_, flags, _) in _values(engine, "homicide_rate_2014").items()
+        if ABSENT_ASSUMED_ZERO in flags
     )
     r = client.get("/v1/indicators/homicide_rate_2014/values", params={"country": "HND"})
     assert r.status_code == 200
-    items = {i["pcode"]: i for i in r.json()["items"]} if "items" in r.json() else {
-        i["pcode"]: i for i in r.json()["values"]
-    }
+    items = (
+        {i["pcode"]: i for i in r.json()["items"]}
+        if "items" in r.json()
+        else {i["pcode"]: i for i in r.json()["values"]}
+    )
     assert items[absent[0]]["value"] == 0
     assert ABSENT_ASSUMED_ZERO in items[absent[0]]["flags"]
     assert items["HN0501"]["flags"] == [] and items["HN0501"]["period"] == "2014"
@@ -99,11 +103,15 @@ def test_iudpas_reload_is_unchanged_then_damaged_copies_change_nothing(fresh: Fr
     assert settings.data_mirror is not None
     real = (settings.data_mirror / "indicators/hnd-iudpas-2014/iudpas_honduras_crime2.csv").read_bytes()
     truncated = real[: len(real) // 2]
-    s, sources = _private(settings, tmp_path / "a", "hnd-iudpas-2014", {"iudpas_honduras_crime2.csv": truncated})
+    s, sources = _private(
+        settings, tmp_path / "a", "hnd-iudpas-2014", {"iudpas_honduras_crime2.csv": truncated}
+    )
     with pytest.raises(DataError, match=r"Source 'hnd-iudpas-2014'.*(not a number|truncated)"):
         load_source(engine, s, "hnd-iudpas-2014", sources=sources, force=True)
     no_rate = real.replace(b"homicideRate", b"rate")
-    s, sources = _private(settings, tmp_path / "b", "hnd-iudpas-2014", {"iudpas_honduras_crime2.csv": no_rate})
+    s, sources = _private(
+        settings, tmp_path / "b", "hnd-iudpas-2014", {"iudpas_honduras_crime2.csv": no_rate}
+    )
     with pytest.raises(DataError, match=r"missing columns \['homicideRate'\]"):
         load_source(engine, s, "hnd-iudpas-2014", sources=sources, force=True)
     assert observations(engine) == before

@@ -208,18 +208,44 @@ def test_cli_load_table_and_raster(fresh: Fresh, tmp_path: Path, monkeypatch: py
     f.write_text("municipio,departamento,tasa\nMixco,Guatemala,4.5\n")
     tif = _raster(tmp_path / "r.tif", "EPSG:4326")
     try:
-        ok = CliRunner().invoke(cli.app, ["load", "table", str(f), "--indicator", "cli_user", "--key", "name",
-                                          "--key-column", "municipio", "--department-column", "departamento",
-                                          "--value-column", "tasa", "--country", "GTM", "--theme", "IV"])
+        ok = CliRunner().invoke(
+            cli.app,
+            [
+                "load",
+                "table",
+                str(f),
+                "--indicator",
+                "cli_user",
+                "--key",
+                "name",
+                "--key-column",
+                "municipio",
+                "--department-column",
+                "departamento",
+                "--value-column",
+                "tasa",
+                "--country",
+                "GTM",
+                "--theme",
+                "IV",
+            ],
+        )
         assert ok.exit_code == 0, ok.output
         assert "1 values matched in gtm-municipios by name" in ok.output
         taken = CliRunner().invoke(cli.app, ["load", "table", str(f), "--indicator", "gini"])
         assert taken.exit_code == 2 and "belongs to source 'gtm-a2sit'" in taken.output
-        ras = CliRunner().invoke(cli.app, ["load", "raster", str(tif), "--indicator", "ras_user", "--set",
-                                           "gtm-municipios"])
+        ras = CliRunner().invoke(
+            cli.app, ["load", "raster", str(tif), "--indicator", "ras_user", "--set", "gtm-municipios"]
+        )
         assert ras.exit_code == 0, ras.output
     finally:
         get_settings.cache_clear()
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM observations WHERE indicator_code = 'cli_user'")).scalar() == 4.5
-        assert conn.execute(text("SELECT count(*) FROM observations WHERE indicator_code = 'ras_user'")).scalar() > 0
+        assert (
+            conn.execute(text("SELECT value FROM observations WHERE indicator_code = 'cli_user'")).scalar()
+            == 4.5
+        )
+        assert (
+            conn.execute(text("SELECT count(*) FROM observations WHERE indicator_code = 'ras_user'")).scalar()
+            > 0
+        )

@@ -251,7 +251,24 @@ def validate_layer(conn: Connection, layer: Layer) -> Validation:
     return v
 
 
-def _unchanged(conn: Connection, layer: Layer) -> bool:
+def _definition(ind: Indicator) -> tuple[Any, ...]:
+    return (
+        ind.code, ind.name_es, ind.name_en, ind.unit, ind.theme, ind.direction, ind.measure, ind.valid_min,
+        ind.valid_max, ind.reason, ind.source_id, ind.period, ind.publisher or None,
+    )  # fmt: skip
+
+
+def _value_key(value: Any) -> float | None:
+    return (
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 9)
+    )
+
+
+def _unchanged(conn: Connection, layer: Layer, obs: pd.DataFrame) -> bool:
+    """True only when a write would change nothing: the same file hashes recorded, the same indicator
+    definitions (catalogue rows, periods and publishers) and the same values with the same flags. Comparing
+    what would be written, not only file hashes, matters where one file feeds several layers (the MVI
+    metadata dates the A2SIT layer) or a catalogue row changes."""
     for source, _ in layer.used:
         stored: dict[str, str] = dict(
             conn.execute(
@@ -260,11 +277,34 @@ def _unchanged(conn: Connection, layer: Layer) -> bool:
         )
         if stored != {f.name: f.sha256 for f in source.files}:
             return False
-    n = conn.execute(
-        text("SELECT count(*) FROM observations WHERE indicator_code = ANY(:codes)"),
-        {"codes": [i.code for i in layer.indicators]},
-    ).scalar()
-    return n == len(layer.observations)
+    codes = [i.code for i in layer.indicators]
+    defined = {
+        tuple(r)
+        for r in conn.execute(
+            text("""
+            SELECT code, name_es, name_en, unit, theme, direction, measure, valid_min, valid_max, description,
+                   source_id, period, publisher FROM indicators WHERE code = ANY(:codes)"""),
+            {"codes": codes},
+        )
+    }
+    if defined != {_definition(i) for i in layer.indicators}:
+        return False
+    stored_values = {
+        (r.indicator_code, r.boundary_set_id, r.pcode, r.period, _value_key(r.value), tuple(sorted(r.flags)),
+         _value_key(r.sample_size))
+        for r in conn.execute(
+            text("""
+            SELECT indicator_code, boundary_set_id, pcode, period, value, flags, sample_size FROM observations
+            WHERE indicator_code = ANY(:codes)"""),
+            {"codes": codes},
+        )
+    }  # fmt: skip
+    wanted = {
+        (r.indicator_code, r.boundary_set_id, r.pcode, r.period, _value_key(r.value), tuple(sorted(r.flags)),
+         _value_key(r.sample_size))
+        for r in obs.itertuples(index=False)
+    }  # fmt: skip
+    return len(stored_values) == len(obs) and stored_values == wanted
 
 
 def store_layer(bind: Engine | Connection, layer: Layer, *, force: bool = False) -> LayerReport:
@@ -281,7 +321,7 @@ def store_layer(bind: Engine | Connection, layer: Layer, *, force: bool = False)
                 validation.errors,
             )
         report.warnings = validation.warnings
-        if not force and _unchanged(conn, layer):
+        if not force and _unchanged(conn, layer, obs):
             report.status = "unchanged"
         else:
             _write(conn, layer, obs)
