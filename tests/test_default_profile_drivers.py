@@ -82,7 +82,9 @@ def test_a_changed_catalogue_row_reloads_the_layer(fresh: Fresh, tmp_path: Path)
     shutil.copyfile(settings.indicator_catalogue, catalogue)
     rows = catalogue.read_text(encoding="utf-8").splitlines()
     rows = [
-        r.replace("homicides per 100000 inhabitants (2014 population)", "homicides per 100 000 inhabitants (2014)")
+        r.replace(
+            "homicides per 100000 inhabitants (2014 population)", "homicides per 100 000 inhabitants (2014)"
+        )
         if r.startswith("homicide_rate_2014,")
         else r
         for r in rows
