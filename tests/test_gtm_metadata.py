@@ -3,7 +3,6 @@ values checked against the MVI Master sheet."""
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -30,8 +29,9 @@ from app.ingest.common import no_progress
 from app.ingest.layers import ABSENT_ASSUMED_ZERO, PERIOD_UNSTATED, LayerReport, load_catalogue
 from app.ingest.run import load_source
 from app.settings import Settings
-from app.sources import Resolver, Source, load_manifest, sha256_of
+from app.sources import Resolver, Source, load_manifest
 from app.text import name_key
+from tests.test_ingest_failures import _private as private_mirror
 
 Fresh = tuple[Engine, Settings]
 META = "Master_indicators_clean.xlsx"
@@ -83,24 +83,7 @@ def _private(
     settings: Settings, tmp_path: Path, mutate: dict[str, bytes]
 ) -> tuple[Settings, dict[str, Source]]:
     """Settings whose mirror holds every source, with files of gtm-mvi-unhcr replaced (sha256 re-pinned)."""
-    assert settings.data_mirror is not None
-    sources = load_manifest(settings.manifest)
-    mirror = tmp_path / "mirror"
-    for sid, source in sources.items():
-        folder = mirror / source.mirror_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        for f in source.files:
-            dest = folder / f.name
-            if sid == "gtm-mvi-unhcr" and f.name in mutate:
-                dest.write_bytes(mutate[f.name])
-                files.append(replace(f, sha256=sha256_of(dest), url=""))
-            else:
-                shutil.copyfile(settings.data_mirror / source.mirror_dir / f.name, dest)
-                files.append(f)
-        sources[sid] = replace(source, files=tuple(files))
-    private = settings.model_copy(update={"data_mirror": mirror, "data_cache": tmp_path / "cache"})
-    return private, sources
+    return private_mirror(settings, tmp_path, "gtm-mvi-unhcr", dict(mutate))
 
 
 # --- the pinned mapping ---------------------------------------------------------------------------------

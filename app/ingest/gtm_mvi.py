@@ -7,7 +7,6 @@ is refused (a truncated or edited table would otherwise skew every rate silently
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection
 
 from app.errors import DataError
+from app.ingest.a2sit import workbook_rows
 from app.ingest.common import Progress, Validation
 from app.ingest.layers import Indicator, Layer, observations_frame
 from app.ingest.matching import units_frame
@@ -26,29 +26,9 @@ GTM_CENSUS_2018_TOTAL = 14_901_286  # INE Guatemala, XII Censo Nacional de Pobla
 
 
 def read_xlsx_sheet(path: Path, *, source_id: str, sheet: str, header_row: int = 1) -> pd.DataFrame:
-    """One sheet of a workbook as text-free cells, header on `header_row` (1-based); unreadable, truncated
-    or sheet-less files are clear DataErrors."""
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, EOFError, ValueError) as exc:
-        raise DataError(
-            f"Source '{source_id}', file '{path.name}' is not a readable XLSX workbook "
-            f"(truncated or corrupt?): {type(exc).__name__}"
-        ) from exc
-    try:
-        if sheet not in wb.sheetnames:
-            raise DataError(
-                f"Source '{source_id}', file '{path.name}' has no sheet '{sheet}' "
-                f"(sheets: {', '.join(wb.sheetnames)})."
-            )
-        rows = [list(r) for r in wb[sheet].iter_rows(values_only=True)]
-    except (zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise DataError(f"Source '{source_id}', file '{path.name}' is truncated or corrupt.") from exc
-    finally:
-        wb.close()
+    """One sheet of a workbook as a frame, header on `header_row` (1-based); unreadable, truncated or
+    sheet-less files are clear DataErrors (`workbook_rows`)."""
+    rows = workbook_rows(path, source_id=source_id, sheet=sheet)
     if len(rows) < header_row:
         raise DataError(f"Source '{source_id}', file '{path.name}', sheet '{sheet}' is empty.")
     header = [str(c).strip() if c is not None else "" for c in rows[header_row - 1]]
