@@ -244,3 +244,25 @@ def test_cli_score_prints_a_table(fresh: Any, monkeypatch: pytest.MonkeyPatch, t
         assert result.exit_code == 2 and "not a valid profile" in result.output
     finally:
         get_settings.cache_clear()
+
+
+def test_pillar_ranks_and_rank_by(client: TestClient) -> None:
+    body = client.get("/v1/priorities", params={"country": "HND", "limit": 1000}).json()
+    items = body["items"]
+    assert all(set(i["pillar_ranks"]) == set(PILLARS) for i in items)
+    # Honduras has homicides for every municipio and no pillar III data
+    assert all(i["pillar_ranks"]["IV"] is not None and i["pillar_ranks"]["III"] is None for i in items)
+    worst_iv = max(items, key=lambda i: i["pillar_scores"]["IV"])
+    assert worst_iv["pillar_ranks"]["IV"] == 1
+    by_iv = client.get("/v1/priorities", params={"country": "HND", "rank_by": "IV", "top": 5}).json()["items"]
+    ranks = [i["pillar_ranks"]["IV"] for i in by_iv]
+    assert ranks == sorted(ranks) and ranks[0] == 1 and max(ranks) <= 5
+    assert worst_iv["pcode"] in {i["pcode"] for i in by_iv}
+    # a pillar with no data in the country lists nothing rather than everything unranked
+    assert client.get("/v1/priorities", params={"country": "HND", "rank_by": "III"}).json()["total"] == 0
+    r = client.get("/v1/priorities", params={"rank_by": "VI"})
+    assert r.status_code == 400 and "rank_by must be" in r.json()["description"]
+    # the lead pillar is where the unit stands highest in its country, never a pillar without data
+    for i in items:
+        if i["pillar"] is not None:
+            assert i["pillar_ranks"][i["pillar"]] is not None

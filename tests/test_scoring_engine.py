@@ -117,6 +117,15 @@ def test_direction_reversal_and_override() -> None:
 # aggregation
 
 
+def g(values: list[float], weights: list[float]) -> float:
+    """The weighted geometric mean on the affine rescale 1 + 99·v, mapped back to 0–1."""
+    total = sum(weights)
+    prod = 1.0
+    for v, w in zip(values, weights, strict=True):
+        prod *= (1 + 99 * v) ** (w / total)
+    return (prod - 1) / 99
+
+
 def test_arithmetic_against_geometric() -> None:
     # min-max: a → 0, 0.5, 1 ; b → 1, 0.25, 0 ; weights 1 and 3
     m = matrix({"a": [0, 5, 10], "b": [4, 1, 0]})
@@ -124,12 +133,10 @@ def test_arithmetic_against_geometric() -> None:
     arith = score(m, one_pillar(*items))["score"]
     assert list(arith) == pytest.approx([75.0, 31.25, 25.0])
     geo = score(m, one_pillar(*items, aggregation_within="geometric"))["score"]
-    expected = [
-        0.01**0.25 * 1**0.75,  # the 0 is floored at 0.01
-        0.5**0.25 * 0.25**0.75,
-        1**0.25 * 0.01**0.75,
-    ]
+    expected = [g([0, 1], [1, 3]), g([0.5, 0.25], [1, 3]), g([1, 0], [1, 3])]
     assert list(geo) == pytest.approx([100 * e for e in expected])
+    # a floor at 0.01 would give the third unit 100 × 0.01**0.75 ≈ 3.16 (a kink); the rescale ≈ 2.18
+    assert abs(geo.iloc[2] - 100 * 0.01**0.75) > 0.5
     assert list(score(m, one_pillar(*items))["pillar_I"]) == pytest.approx([75.0, 31.25, 25.0])
 
 
@@ -144,9 +151,8 @@ def test_across_migration_and_drivers() -> None:
         [100 * (0.4 * mg + 0.6 * d) for mg, d in zip([0, 0.5, 1], drivers, strict=True)]
     )
     geo = score(m, Profile(**base, **weights, aggregation_across="geometric"))
-    floor = [max(v, 0.01) for v in (0, 0.25, 1)], [max(v, 0.01) for v in (1, 0, 0.5)]
-    geo_drivers = [f1**0.25 * f4**0.75 for f1, f4 in zip(*floor, strict=True)]
-    expected = [max(mg, 0.01) ** 0.4 * d**0.6 for mg, d in zip([0, 0.5, 1], geo_drivers, strict=True)]
+    geo_drivers = [g([f1, f4], [1, 3]) for f1, f4 in zip((0, 0.25, 1), (1, 0, 0.5), strict=True)]
+    expected = [g([mg, d], [0.4, 0.6]) for mg, d in zip([0, 0.5, 1], geo_drivers, strict=True)]
     assert list(geo["score"]) == pytest.approx([100 * e for e in expected])
 
 
@@ -222,8 +228,8 @@ def test_contributions_sum_to_the_score_and_are_sorted() -> None:
 # tags, ranks, tiers
 
 
-def test_lead_pillar_is_the_largest_weighted_contribution() -> None:
-    # normalised: x (I) 0.8 for u0 ; y (II) 0.5 for u0 ; pillar weights I 1, II 2
+def test_lead_pillar_is_the_highest_within_country_percentile() -> None:
+    # normalised: x (I) .8, 0, 1 ; y (II) .5, 0, 1 ; w (IV) constant .5 ; pillar weights I 1, II 2
     m = matrix({"x": [8, 0, 10, NAN], "y": [5, 0, 10, NAN], "w": [0, 0, 0, 0]})
     p = Profile(
         pillars={"I": [{"code": "x"}], "II": [{"code": "y"}], "IV": [{"code": "w"}]},
@@ -231,12 +237,31 @@ def test_lead_pillar_is_the_largest_weighted_contribution() -> None:
         min_coverage=0,
     )
     out = score(m, p)
-    # u0: I .8·1/4 = .2 < II .5·2/4 = .25 → II leads although its sub-score is lower
-    assert (out.loc["u0", "pillar"], out.loc["u0", "pillar_secondary"]) == ("II", "I")
-    # u1: I and II contribute 0, IV .5·1/4 → IV leads; the I–II tie goes to the earlier pillar
+    # u0: I and II both sit at percentile 0.5 of their pillar (weights do not matter): tie → the earlier
+    assert (out.loc["u0", "pillar"], out.loc["u0", "pillar_secondary"]) == ("I", "II")
+    # u1: lowest in I and II (percentile 0); IV is constant (every unit at 0.5) → IV leads
     assert (out.loc["u1", "pillar"], out.loc["u1", "pillar_secondary"]) == ("IV", "I")
-    # u3: only pillar IV has data (constant → 0.5): it leads and nothing else is tagged
+    # u3: only pillar IV has data: it leads and nothing else is tagged
     assert (out.loc["u3", "pillar"], out.loc["u3", "pillar_secondary"]) == ("IV", None)
+    assert list(out["pillar_rank_I"]) == [2, 3, 1, pd.NA]
+    assert list(out["pillar_rank_IV"]) == [1, 1, 1, 1]
+
+
+def test_a_pillar_high_everywhere_does_not_take_every_tag() -> None:
+    # pillar II (an inverted index) runs at 0.9–1.0 for every unit, pillar I spreads over 0–0.6: the raw
+    # sub-scores would tag II everywhere; within-country percentiles do not
+    rng = np.random.default_rng(7)
+    n = 40
+    m = matrix({"x": list(rng.uniform(0, 60, n)) + [0, 100], "y": list(rng.uniform(90, 100, n)) + [0, 100]})
+    p = Profile(pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]}, min_coverage=0)
+    out = score(m, p)
+    high = out["pillar_II"] > out["pillar_I"]
+    assert high.iloc[:n].all()  # II's raw sub-score is higher for every unit
+    tags = out["pillar"].iloc[:n].value_counts()
+    assert 0.25 * n < tags.get("I", 0) < 0.75 * n  # but the tags split between I and II
+    # a pillar with weight 0 never leads
+    zero = score(m, Profile(**{**p.model_dump(), "pillar_weights": {"I": 1.0, "II": 0.0}}))
+    assert set(zero["pillar"]) == {"I"}
 
 
 def test_never_a_pillar_without_data() -> None:
@@ -298,7 +323,8 @@ def test_output_shape_and_types() -> None:
     m = matrix({"mig": [1, 2, 3], "x": [3, NAN, 1]})
     out = score(m, Profile(migration=[{"code": "mig"}], pillars={"I": [{"code": "x"}]}))
     expected = ["score", "ranked", "rank", "rank_region", "tier", "pillar", "pillar_secondary"]
-    expected += [f"pillar_{p}" for p in ("I", "II", "III", "IV", "V")] + [
+    expected += [f"pillar_{p}" for p in ("I", "II", "III", "IV", "V")]
+    expected += [f"pillar_rank_{p}" for p in ("I", "II", "III", "IV", "V")] + [
         "migration",
         "coverage",
         "top_indicators",

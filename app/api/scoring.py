@@ -98,6 +98,13 @@ def _respond(
 Country = Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")]
 Department = Annotated[str | None, Query(description="Department P-code")]
 PillarQ = Annotated[str | None, Query(description="Lead pillar: I, II, III, IV or V")]
+RankBy = Annotated[
+    str | None,
+    Query(
+        description="Order by the composite rank (`score`, the default) or by one pillar's rank in its country "
+        "(I…V: only municipios with data for that pillar; `top` then applies to that rank)"
+    ),
+]
 Tier = Annotated[int | None, Query(ge=1, le=10, description="1 = highest priority")]
 Top = Annotated[int | None, Query(ge=1, le=10000, description="Only ranks 1…top in each country")]
 SetQ = Annotated[str | None, Query(description="Boundary set; default: each country's current set")]
@@ -124,6 +131,7 @@ def priorities(
     pillar: PillarQ = None,
     tier: Tier = None,
     top: Top = None,
+    rank_by: RankBy = None,
     profile: Annotated[str, Query(description="A profile id from /v1/profiles")] = service.DEFAULT_PROFILE,
     set: SetQ = None,
     limit: Limit = 100,
@@ -134,7 +142,7 @@ def priorities(
     """Each municipio: score 0–100, rank in its country and the 5–95 % rank interval, probability of the top k,
     tier, lead and secondary pillar, pillar sub-scores (null: no data), top indicators, hotspot, zone, coverage."""
     p = service.profile_by_id(profile)
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top)
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by)
     run = service.ensure_run(_engine(request), p, _sets(set))
     return _respond(request, conn, p, run, f, limit, offset, format, wkt)
 
@@ -162,6 +170,7 @@ def post_scores(
     pillar: PillarQ = None,
     tier: Tier = None,
     top: Top = None,
+    rank_by: RankBy = None,
     set: SetQ = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -171,7 +180,7 @@ def post_scores(
     weights or empty pillars are refused with a 422 that says which."""
     if spec.draws > request.app.state.settings.public_max_draws:
         check_key(request)  # Monte Carlo runs above the public bound need an API key
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top)
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by)
     run = service.ensure_run(_engine(request), spec, _sets(set))
     return _respond(request, conn, spec, run, f, limit, offset, format)
 

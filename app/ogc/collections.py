@@ -60,6 +60,7 @@ sc = table(
         )
     ),
     column("pillar_scores", JSONB),
+    column("pillar_ranks", JSONB),
     column("top_indicators", JSONB),
 )
 st = table(
@@ -203,6 +204,7 @@ def _priorities(ctx: Context) -> Subquery:
             sc.c.pillar.label("pillar"),
             sc.c.pillar_secondary.label("pillar_secondary"),
             *[sc.c.pillar_scores[p].as_float().label(f"pillar_{p}") for p in PILLARS],
+            *[sc.c.pillar_ranks[p].as_integer().label(f"pillar_rank_{p}") for p in PILLARS],
             sc.c.migration.label("migration"),
             sc.c.hotspot.label("hotspot"),
             sc.c.hotspot_confidence.label("hotspot_confidence"),
@@ -241,6 +243,10 @@ PRIORITY_PROPS = [
     Prop("pillar", "string", "lead pillar I-V"),
     Prop("pillar_secondary", "string"),
     *[Prop(f"pillar_{p}", "number", f"pillar {p} sub-score 0-100 (null: no data)") for p in PILLARS],
+    *[
+        Prop(f"pillar_rank_{p}", "integer", f"rank of pillar {p} in its country, 1 = most severe")
+        for p in PILLARS
+    ],
     Prop("migration", "number", "out-migration sub-score 0-100"),
     Prop("hotspot", "string", "Gi* label"),
     Prop("hotspot_confidence", "integer"),

@@ -23,14 +23,16 @@ Semantics (the profile, `app.scoring.profile`, is the spec; the choices made whe
      n < 2 or sd = 0; `goalposts` (x − lo)/(hi − lo) clipped to [0, 1] with (lo, hi) in raw units before
      direction, then 1 − v when the direction is −1. NaN (and ±inf) is "no data", never zero, and stays NaN.
 - Within a component (migration, or a pillar), over the indicators the unit has: weights re-normalised
-  over the available ones; arithmetic = weighted mean, geometric = weighted geometric mean of values
-  floored at 0.01 (COINr-style: one zero would otherwise zero the whole mean). A component with no
+  over the available ones; arithmetic = weighted mean, geometric = weighted geometric mean on the affine
+  rescale of each 0–1 value to [1, 100] (1 + 99·v), mapped back to 0–1: a 0 no longer zeroes the mean, and
+  no floor puts a kink at a small value (OECD/JRC Handbook: geometric aggregation needs strictly positive
+  values, obtained by a rescale). A component with no
   available indicator (or only zero-weight ones) is NaN.
 - Across: drivers = the same kind of mean (`aggregation_across`) of the available pillar sub-scores
   with `pillar_weights` (a listed pillar missing from them weighs 0), re-weighted over the available
   pillars; final = the mean of migration and drivers with weights migration_weight and
   1 − migration_weight, re-weighted when one of them is NaN (geometric: the weighted geometric mean of
-  the two, floored at 0.01). Score = 100 × final. The effective migration weight is 0 for a profile
+  the two on the same [1, 100] rescale). Score = 100 × final. The effective migration weight is 0 for a profile
   without migration indicators and 1 for one without pillars.
 - Coverage: the share of the component weights with data, the weights being migration_weight for
   migration and (1 − migration_weight) · pw_p / Σ pw for each listed pillar (both effective, so they sum
@@ -43,9 +45,14 @@ Semantics (the profile, `app.scoring.profile`, is the spec; the choices made whe
 - Contributions: an available indicator's effective final weight (its re-weighted within-component
   weight × its component's re-weighted final weight) × its normalised value × 100. For arithmetic
   aggregation they sum to the score; for geometric they are the same formula and only approximate.
-- Lead pillar: among pillars with data for the unit, the largest contribution (final weight after
-  re-weighting × sub-score); secondary the next; ties go to the earlier pillar (I < II < … < V); None
-  when no pillar has data. A pillar without data is never tagged.
+- Pillar ranks and tags: sub-scores of different pillars are not on comparable scales (an inverted
+  management index runs high everywhere), so tags are read from within-group percentiles, not from raw
+  sub-scores. Per scope group and pillar, over the units with data for that pillar: `pillar_rank` is the
+  rank of the sub-score, descending (1 = most severe; ties share the lowest rank), and the percentile is
+  the average-tie percentile rank (r − 1)/(n − 1) of the sub-score ascending (0.5 when n = 1). Lead
+  pillar: among the pillars with data for the unit and a positive pillar weight, the highest percentile;
+  secondary the next; ties go to the earlier pillar (I < II < … < V); None when no pillar has data. A
+  pillar without data is never tagged.
 """
 
 from __future__ import annotations
@@ -69,7 +76,8 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 MIGRATION = "migration"
-FLOOR = 0.01
+# geometric means are taken on the affine rescale 1 + 99·v of a 0–1 value (so on [1, 100]), never on a floor
+GEO_LOW, GEO_HIGH = 1.0, 100.0
 RANK_DECIMALS = 10
 EPS = 1e-9
 TOP_INDICATORS = 5
@@ -221,13 +229,14 @@ def _normalise_column(x: FloatArray, item: IndicatorWeight, direction: int, meth
 
 
 def _to_space(x: FloatArray, how: Aggregation) -> FloatArray:
-    """Map values into the space where the mean is arithmetic: identity, or log of the floored value."""
-    return np.log(np.maximum(x, FLOOR)) if how == "geometric" else x
+    """Map 0–1 values into the space where the mean is arithmetic: identity, or the log of the affine rescale
+    to [1, 100] (GEO_LOW + (GEO_HIGH − GEO_LOW)·v), so a 0 is the lowest value and not a pole; no floor."""
+    return np.log(GEO_LOW + (GEO_HIGH - GEO_LOW) * x) if how == "geometric" else x
 
 
 def _from_space(x: FloatArray, how: Aggregation) -> FloatArray:
-    """Undo `_to_space`."""
-    return np.exp(x) if how == "geometric" else x
+    """Undo `_to_space` (back to 0–1)."""
+    return (np.exp(x) - GEO_LOW) / (GEO_HIGH - GEO_LOW) if how == "geometric" else x
 
 
 def _broadcast_weights(
@@ -388,11 +397,18 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     out["rank"] = _nullable(rank, ranked)
     out["rank_region"] = _nullable(rank_region, ranked)
     out["tier"] = _nullable(tier, ranked)
-    lead, secondary = _lead_pillars(lay, subs, comp_w)
+    pct, pillar_rank = pillar_percentiles(lay, subs, groups)
+    lead, secondary = _lead_pillars(lay, pct)
     out["pillar"] = pd.Series(lead, index=out.index, dtype=object)
     out["pillar_secondary"] = pd.Series(secondary, index=out.index, dtype=object)
     for p in PILLARS:
         out[f"pillar_{p}"] = subs[lay.components.index(p)] * 100.0 if p in lay.components else np.nan
+    for p in PILLARS:
+        if p in lay.pillars:
+            j = lay.pillars.index(p)
+            out[f"pillar_rank_{p}"] = _nullable(pillar_rank[j], ~np.isnan(pct[j]))
+        else:
+            out[f"pillar_rank_{p}"] = pd.array([pd.NA] * len(x), dtype="Int64")
     out["migration"] = subs[0] * 100.0 if lay.has_migration else np.nan
     out["coverage"] = coverage
     out["top_indicators"] = _top_indicators(matrix, lay, x, comp_w)
@@ -406,17 +422,33 @@ def _nullable(values: IntArray, keep: BoolArray) -> pd.arrays.IntegerArray:
     return out
 
 
-def _lead_pillars(
-    lay: Layout, subs: FloatArray, comp_w: FloatArray
-) -> tuple[list[str | None], list[str | None]]:
-    """Lead and secondary pillar per unit: the largest weighted contributions among pillars with data."""
-    n = subs.shape[1]
+def pillar_percentiles(lay: Layout, subs: FloatArray, groups: IntArray) -> tuple[FloatArray, IntArray]:
+    """Per pillar (rows, in `lay.pillars` order) and unit: the within-group percentile of its sub-score
+    (NaN without data) and its descending rank among the group's units with data (-1 without data)."""
     start = 1 if lay.has_migration else 0
+    n = subs.shape[1]
+    pct = np.full((len(lay.pillars), n), np.nan)
+    ranks = np.full((len(lay.pillars), n), -1, dtype=np.int64)
+    for j in range(len(lay.pillars)):
+        v = subs[start + j]
+        for g in np.unique(groups):
+            idx = np.flatnonzero((groups == g) & ~np.isnan(v))
+            if not len(idx):
+                continue
+            vals = np.round(v[idx], RANK_DECIMALS)
+            up = rankdata(vals, method="average")
+            pct[j, idx] = (up - 1) / (len(idx) - 1) if len(idx) > 1 else 0.5
+            ranks[j, idx] = rankdata(-vals, method="min").astype(np.int64)
+    return pct, ranks
+
+
+def _lead_pillars(lay: Layout, pct: FloatArray) -> tuple[list[str | None], list[str | None]]:
+    """Lead and secondary pillar per unit: the highest within-group percentiles among weighted pillars with data."""
+    n = pct.shape[1] if pct.ndim == 2 else 0
     if not lay.pillars:
         return [None] * n, [None] * n
-    contrib = comp_w[start:] * subs[start:]
-    has = ~np.isnan(subs[start:])
-    key = np.where(has, -np.round(contrib, 12), np.inf)
+    has = ~np.isnan(pct) & (lay.pillar_weights[:, None] > 0)
+    key = np.where(has, -np.round(pct, 12), np.inf)
     order = np.argsort(key, axis=0, kind="stable")
     names = np.array(lay.pillars, dtype=object)
 

@@ -23,6 +23,7 @@ class PriorityFilter:
     tier: int | None = None
     top: int | None = None
     ranked_only: bool = True
+    rank_by: str | None = None  # a pillar: order by its within-country rank (units with its data only)
 
     @classmethod
     def parse(
@@ -32,6 +33,7 @@ class PriorityFilter:
         pillar: str | None,
         tier: int | None,
         top: int | None,
+        rank_by: str | None = None,
     ) -> PriorityFilter:
         """Validate raw values; raise InvalidParameter with what to fix."""
         iso3 = country.strip().upper() if country else None
@@ -39,19 +41,31 @@ class PriorityFilter:
             raise InvalidParameter(f"country must be one of {', '.join(COUNTRIES)} (ISO3), got '{country}'.")
         if pillar and pillar.strip().upper() not in PILLARS:
             raise InvalidParameter(f"pillar must be one of {', '.join(PILLARS)}, got '{pillar}'.")
+        by = rank_by.strip().upper() if rank_by else None
+        if by and by not in (*PILLARS, "SCORE"):
+            raise InvalidParameter(
+                f"rank_by must be 'score' or a pillar ({', '.join(PILLARS)}), got '{rank_by}'."
+            )
         return cls(
             iso3,
             department.strip().upper() if department else None,
             pillar.strip().upper() if pillar else None,
             tier,
             top,
+            rank_by=None if by in (None, "SCORE") else by,
         )
+
+    def order_by(self) -> str:
+        """The ORDER BY of the list: by country, then the composite rank or the chosen pillar's rank."""
+        if self.rank_by:
+            return "s.country, (s.pillar_ranks ->> :rank_by)::int NULLS LAST, s.pcode"
+        return "s.country, s.rank NULLS LAST, s.pcode"
 
 
 _ITEM = """
     s.pcode, u.name, s.country, s.boundary_set_id, u.parent_pcode, d.name AS department_name, s.score, s.rank,
     s.rank_region, s.rank_lo, s.rank_hi, s.rank_median, s.p_top, s.robust, s.tier_stability, s.tier, s.pillar,
-    s.pillar_secondary, s.pillar_scores, s.migration, s.top_indicators, s.hotspot, s.hotspot_confidence,
+    s.pillar_secondary, s.pillar_scores, s.pillar_ranks, s.migration, s.top_indicators, s.hotspot, s.hotspot_confidence,
     s.gi_z, s.zone, s.coverage, s.ranked, s.vintage
 """
 _FROM = """
@@ -84,6 +98,7 @@ def item(r: Any) -> dict[str, Any]:
         "pillar": r.pillar,
         "pillar_secondary": r.pillar_secondary,
         "pillar_scores": {p: _round(v) for p, v in r.pillar_scores.items()},
+        "pillar_ranks": {p: r.pillar_ranks.get(p) for p in PILLARS},
         "migration": _round(r.migration),
         "top_indicators": [{**t, "contribution": _round(t.get("contribution"))} for t in r.top_indicators],
         "hotspot": r.hotspot,
@@ -112,8 +127,11 @@ def _where(f: PriorityFilter) -> tuple[str, dict[str, Any]]:
     if f.tier is not None:
         clauses.append("s.tier = :tier")
         params["tier"] = f.tier
+    if f.rank_by:
+        clauses.append("(s.pillar_ranks ->> :rank_by) IS NOT NULL")
+        params["rank_by"] = f.rank_by
     if f.top is not None:
-        clauses.append("s.rank <= :top")
+        clauses.append("(s.pillar_ranks ->> :rank_by)::int <= :top" if f.rank_by else "s.rank <= :top")
         params["top"] = f.top
     return " AND ".join(clauses), params
 
@@ -128,8 +146,7 @@ def priorities(
     geom = ", ST_AsGeoJSON(u.geom_simple, 6) AS g" if geometry else ""
     rows = conn.execute(
         text(
-            f"SELECT {_ITEM}{geom} {_FROM} WHERE {where} "
-            "ORDER BY s.country, s.rank NULLS LAST, s.pcode LIMIT :limit OFFSET :offset"
+            f"SELECT {_ITEM}{geom} {_FROM} WHERE {where} ORDER BY {f.order_by()} LIMIT :limit OFFSET :offset"
         ),
         {**params, "limit": limit, "offset": offset},
     ).all()
@@ -154,6 +171,7 @@ FLAT_COLUMNS = [
     "pillar",
     "pillar_secondary",
     *[f"pillar_{p}" for p in PILLARS],
+    *[f"pillar_rank_{p}" for p in PILLARS],
     "migration",
     "hotspot",
     "hotspot_confidence",
@@ -188,6 +206,7 @@ def flatten(i: dict[str, Any]) -> dict[str, Any]:
         "pillar": i["pillar"],
         "pillar_secondary": i["pillar_secondary"],
         **{f"pillar_{p}": i["pillar_scores"].get(p) for p in PILLARS},
+        **{f"pillar_rank_{p}": i["pillar_ranks"].get(p) for p in PILLARS},
         "migration": i["migration"],
         "hotspot": i["hotspot"],
         "hotspot_confidence": i["hotspot_confidence"],
@@ -208,10 +227,7 @@ def priorities_frame(conn: Connection, run: int, f: PriorityFilter, *, full_geom
     where, params = _where(f)
     column = "u.geom" if full_geometry else "u.geom_simple"
     rows = conn.execute(
-        text(
-            f"SELECT {_ITEM}, ST_AsBinary({column}) AS wkb {_FROM} WHERE {where} "
-            "ORDER BY s.country, s.rank NULLS LAST, s.pcode"
-        ),
+        text(f"SELECT {_ITEM}, ST_AsBinary({column}) AS wkb {_FROM} WHERE {where} ORDER BY {f.order_by()}"),
         {**params, "run": run},
     ).all()
     frame = gpd.GeoDataFrame(

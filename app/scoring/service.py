@@ -113,6 +113,7 @@ def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str,
                 "pillar": _none(n["pillar"]),
                 "pillar_secondary": _none(n["pillar_secondary"]),
                 "pillar_scores": json.dumps({p: _none(n[f"pillar_{p}"]) for p in PILLARS}),
+                "pillar_ranks": json.dumps({p: _none(n[f"pillar_rank_{p}"]) for p in PILLARS}),
                 "migration": _none(n["migration"]),
                 "coverage": float(n["coverage"]),
                 "top_indicators": json.dumps(
@@ -196,10 +197,12 @@ def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = Non
         conn.execute(
             text("""
             INSERT INTO scores (run_id, boundary_set_id, pcode, country, score, ranked, rank, rank_region, tier,
-                pillar, pillar_secondary, pillar_scores, migration, coverage, top_indicators, vintage, rank_median,
-                rank_lo, rank_hi, p_top, tier_stability, robust, hotspot, hotspot_confidence, gi_z, zone)
+                pillar, pillar_secondary, pillar_scores, pillar_ranks, migration, coverage, top_indicators, vintage,
+                rank_median, rank_lo, rank_hi, p_top, tier_stability, robust, hotspot, hotspot_confidence, gi_z,
+                zone)
             VALUES (:run, :boundary_set_id, :pcode, :country, :score, :ranked, :rank, :rank_region, :tier,
-                :pillar, :pillar_secondary, CAST(:pillar_scores AS jsonb), :migration, :coverage,
+                :pillar, :pillar_secondary, CAST(:pillar_scores AS jsonb), CAST(:pillar_ranks AS jsonb),
+                :migration, :coverage,
                 CAST(:top_indicators AS jsonb), :vintage, :rank_median, :rank_lo, :rank_hi, :p_top,
                 :tier_stability, :robust, :hotspot, :hotspot_confidence, :gi_z, :zone)"""),
             [{**r, "run": run} for r in result["scores"]],
