@@ -252,7 +252,7 @@ def test_a_pillar_high_everywhere_does_not_take_every_tag() -> None:
     # sub-scores would tag II everywhere; within-country percentiles do not
     rng = np.random.default_rng(7)
     n = 40
-    m = matrix({"x": list(rng.uniform(0, 60, n)) + [0, 100], "y": list(rng.uniform(90, 100, n)) + [0, 100]})
+    m = matrix({"x": [*rng.uniform(0, 60, n), 0, 100], "y": [*rng.uniform(90, 100, n), 0, 100]})
     p = Profile(pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]}, min_coverage=0)
     out = score(m, p)
     high = out["pillar_II"] > out["pillar_I"]
