@@ -96,3 +96,26 @@ def test_a_changed_catalogue_row_reloads_the_layer(fresh: Fresh, tmp_path: Path)
         unit = conn.execute(text("SELECT unit FROM indicators WHERE code = 'homicide_rate_2014'")).scalar()
     assert unit == "homicides per 100 000 inhabitants (2014)"
     assert load_source(engine, changed, "hnd-iudpas-2014").status == "unchanged"
+
+
+def test_no_outcome_among_the_drivers_of_any_bundled_profile(settings: Settings) -> None:
+    """Emigrants by cause are a breakdown of the outcome: context in the catalogue, never a pillar driver."""
+    from app.ingest.layers import load_catalogue
+
+    catalogue = load_catalogue(settings.indicator_catalogue)
+    for code in (
+        "emigrants_insecurity_share",
+        "emigrants_insecurity_per_1000",
+        "emigrants_insecurity_share_emr",
+    ):
+        assert catalogue[code].theme == "context"
+    for pid, profile in bundled_profiles().items():
+        for component, items in profile.pillars.items():
+            for i in items:
+                assert catalogue[i.code].theme == component, (pid, i.code)
+                assert catalogue[i.code].measure == "rate", (pid, i.code)
+        for i in profile.migration:
+            assert catalogue[i.code].theme == "migration" and catalogue[i.code].measure == "rate", (
+                pid,
+                i.code,
+            )
