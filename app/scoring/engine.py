@@ -39,7 +39,8 @@ Semantics (the profile, `app.scoring.profile`, is the spec; the choices made whe
   to 1). ranked = coverage ≥ min_coverage − 1e-9 and a score exists.
 - Ranks: among ranked units, by score descending, ties sharing the lowest rank ('min'); scores are
   compared rounded to 1e-10 (on 0–1) so that float noise does not split equal scores. `rank` is within
-  the scope group, `rank_region` across all units.
+  the scope group; `rank_region` across all units, only for a region-scoped profile (null otherwise:
+  scores normalised per country on different indicators are not comparable across countries).
 - Tiers: with cutoffs c_1 < … < c_m and n ranked units in the group, tier t is the first with
   rank ≤ ceil(c_t · n) (1e-9 tolerance on the product), else m + 1.
 - Contributions: an available indicator's effective final weight (its re-weighted within-component
@@ -395,7 +396,9 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     out["score"] = final * 100.0
     out["ranked"] = ranked
     out["rank"] = _nullable(rank, ranked)
-    out["rank_region"] = _nullable(rank_region, ranked)
+    # scores normalised per country on different indicators are not comparable across countries: a
+    # region-wide rank exists only for region-scoped profiles (there it equals `rank`)
+    out["rank_region"] = _nullable(rank_region, ranked & (profile.scope == "region"))
     out["tier"] = _nullable(tier, ranked)
     pct, pillar_rank = pillar_percentiles(lay, subs, groups)
     lead, secondary = _lead_pillars(lay, pct)
