@@ -38,8 +38,9 @@ def test_every_municipio_with_enough_coverage_is_scored(ranked: list[dict[str, A
     assert len(rows) == 340 + 44 + 298
     profile = bundled_profiles()[DEFAULT_PROFILE]
     for r in rows:
-        assert r.ranked == (r.coverage >= profile.min_coverage - 1e-9), r.pcode
-        assert (r.score is not None) == r.ranked
+        enough = r.coverage >= profile.min_coverage - 1e-9
+        assert r.ranked == (enough and r.driver_coverage >= profile.min_driver_coverage - 1e-9), r.pcode
+        assert (r.not_ranked_reason is None) == r.ranked, r.pcode
     per_country = {c: sum(1 for r in rows if r.ranked and r.country == c) for c in ("GTM", "SLV", "HND")}
     assert per_country == {"GTM": 340, "SLV": 44, "HND": 298}
     assert len(ranked) == sum(per_country.values())

@@ -159,7 +159,7 @@ def test_across_migration_and_drivers() -> None:
 def test_missing_values_are_reweighted_not_zeroed() -> None:
     # min-max: a → 0, 1, .5 ; b → 1, 0, 0 ; c → 0, 1, NaN (weights 1, 1, 2)
     m = matrix({"a": [0, 2, 1], "b": [5, 1, 1], "c": [0, 3, NAN]})
-    out = score(m, one_pillar({"code": "a"}, {"code": "b"}, {"code": "c", "weight": 2}))
+    out = score(m, one_pillar({"code": "a"}, {"code": "b"}, {"code": "c", "weight": 2}, missing="reweight"))
     assert out.loc["u2", "score"] == pytest.approx(100 * (0.5 + 0) / 2)
     assert out.loc["u0", "score"] == pytest.approx(100 * (0 + 1 + 0) / 4)
     assert out.loc["u2", "coverage"] == 1.0  # the pillar has data: coverage counts components
@@ -167,7 +167,9 @@ def test_missing_values_are_reweighted_not_zeroed() -> None:
 
 def test_missing_component_is_reweighted_and_reported_as_no_data() -> None:
     m = matrix({"mig": [0, 10, NAN], "x": [0, 5, 10], "y": [1, 2, NAN]})
-    p = Profile(migration=[{"code": "mig"}], pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]})
+    p = Profile(
+        migration=[{"code": "mig"}], pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]}, missing="reweight"
+    )
     out = score(m, p)
     # u2: no migration, no pillar II → its score is pillar I alone, not diluted by zeros
     assert out.loc["u2", "score"] == pytest.approx(100.0)
@@ -184,6 +186,7 @@ def test_coverage_and_min_coverage() -> None:
         pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]},
         pillar_weights={"I": 1.0, "II": 3.0},
         min_coverage=0.6,
+        missing="reweight",
     )
     out = score(m, p)
     # component weights: migration .5, I .5·1/4 = .125, II .5·3/4 = .375
@@ -198,7 +201,12 @@ def test_coverage_and_min_coverage() -> None:
     assert at_threshold.loc["u2", "ranked"]
     # 0.7 + 0.3 · 1/3 is 0.7999999999999999 in floating point: still reaches a min_coverage of 0.8
     near = p.model_copy(
-        update={"migration_weight": 0.7, "pillar_weights": {"I": 1.0, "II": 2.0}, "min_coverage": 0.8}
+        update={
+            "migration_weight": 0.7,
+            "pillar_weights": {"I": 1.0, "II": 2.0},
+            "min_coverage": 0.8,
+            "min_driver_coverage": 0.0,
+        }
     )
     m_near = matrix({"mig": [1, 2, NAN], "x": [1, 2, 3], "y": [NAN, NAN, 1]})
     assert score(m_near, near)["ranked"].tolist() == [True, True, False]
@@ -210,8 +218,12 @@ def test_contributions_sum_to_the_score_and_are_sorted() -> None:
         migration=[{"code": "mig"}],
         pillars={"I": [{"code": "x"}, {"code": "z", "weight": 2}], "IV": [{"code": "y"}]},
         pillar_weights={"I": 2.0, "IV": 1.0},
+        missing="reweight",
     )
     out = score(m, p)
+    for unit, row in score(m, p.model_copy(update={"missing": "shrink"})).iterrows():
+        top = row["top_indicators"]  # shrink: the zeros it counts add nothing, the listed parts still sum
+        assert sum(t["contribution"] for t in top) == pytest.approx(row["score"]), unit
     for unit, row in out.iterrows():
         top = row["top_indicators"]
         assert sum(t["contribution"] for t in top) == pytest.approx(row["score"]), unit
@@ -327,6 +339,8 @@ def test_output_shape_and_types() -> None:
     expected += [f"pillar_rank_{p}" for p in ("I", "II", "III", "IV", "V")] + [
         "migration",
         "coverage",
+        "driver_coverage",
+        "not_ranked_reason",
         "top_indicators",
     ]
     assert list(out.columns) == expected
@@ -436,3 +450,98 @@ def test_same_hash_same_result(
     reordered = Profile.model_validate(json.loads(json.dumps(dict(reversed(list(spec.items()))))))
     assert reordered.hash() == p.hash()
     pd.testing.assert_frame_equal(score(frame(rows), p), score(frame(rows), reordered))
+
+
+# missing data (issue 11): shrink never lets a missing value help; the driver gate; fallbacks keep their share
+
+
+def test_shrink_counts_a_missing_value_as_the_least_severe_and_says_how_much_data_there_is() -> None:
+    # min-max: a → 0, 1, .5 ; b → 1, 0, 0 ; c → 0, 1, NaN (weights 1, 1, 2)
+    m = matrix({"a": [0, 2, 1], "b": [5, 1, 1], "c": [0, 3, NAN]})
+    out = score(m, one_pillar({"code": "a"}, {"code": "b"}, {"code": "c", "weight": 2}))
+    assert out.loc["u2", "score"] == pytest.approx(100 * (0.5 + 0 + 2 * 0) / 4)  # not (0.5 + 0) / 2
+    reweighted = score(
+        m, one_pillar({"code": "a"}, {"code": "b"}, {"code": "c", "weight": 2}, missing="reweight")
+    )
+    assert out.loc["u2", "score"] < reweighted.loc["u2", "score"]
+    median = score(
+        m, one_pillar({"code": "a"}, {"code": "b"}, {"code": "c", "weight": 2}, missing="country_median")
+    )
+    assert median.loc["u2", "score"] == pytest.approx(100 * (0.5 + 0 + 2 * 0.5) / 4)
+    # an indicator the whole country lacks is "no data" for everyone, not a zero
+    m2 = matrix({"a": [0, 2, 1], "d": [NAN, NAN, NAN]})
+    out2 = score(m2, one_pillar({"code": "a"}, {"code": "d"}))
+    assert list(out2["score"]) == pytest.approx([0, 100, 50])
+
+
+def test_department_fallback_keeps_its_nominal_share() -> None:
+    # migration: a municipal rate (weight 1) and a department figure standing in (weight 0.5)
+    m = matrix({"mun": [0, 10, NAN, 5], "dep": [10, 10, 10, 0], "x": [1, 2, 3, 4]})
+    m.fallback = pd.DataFrame({"dep": [True] * 4, "mun": [False] * 4, "x": [False] * 4}, index=m.values.index)
+    p = Profile(migration=[{"code": "mun"}, {"code": "dep", "weight": 0.5}], pillars={"I": [{"code": "x"}]})
+    out = score(m, p)
+    # u2 has only the department figure (normalised 1): 0.5/1.5 of the migration component, never all of it
+    assert out.loc["u2", "migration"] == pytest.approx(100 * (0.5 / 1.5) * 1.0)
+    old = score(m, p.model_copy(update={"missing": "reweight"}))
+    assert old.loc["u2", "migration"] == pytest.approx(100.0)  # the defect: the fallback took full weight
+
+
+def test_driver_gate_lists_the_unranked_with_a_reason() -> None:
+    m = matrix({"mig": [1, 2, 3, 4], "x": [1, NAN, 2, 3], "y": [1, NAN, 2, NAN]})
+    m.fallback = pd.DataFrame(False, index=m.values.index, columns=["mig", "x", "y"])
+    m.fallback.loc["u3", "x"] = True  # u3's pillar I value is a department's
+    p = Profile(migration=[{"code": "mig"}], pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]})
+    out = score(m, p)
+    assert list(out["driver_coverage"]) == pytest.approx([1.0, 0.0, 1.0, 0.0])
+    assert list(out["ranked"]) == [True, False, True, False]
+    assert "min_driver_coverage" in out.loc["u1", "not_ranked_reason"]
+    assert out.loc["u0", "not_ranked_reason"] is None
+    assert not math.isnan(out.loc["u1", "score"])  # scored, listed, just not ranked
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(
+        st.lists(st.floats(0, 100, allow_nan=False), min_size=4, max_size=4), min_size=4, max_size=9
+    ),
+    unit=st.integers(0, 8),
+    column=st.integers(0, 3),
+    weights=st.lists(st.floats(0.1, 3), min_size=4, max_size=4),
+)
+def test_removing_a_value_never_raises_a_rank_under_the_default(
+    values: list[list[float]], unit: int, column: int, weights: list[float]
+) -> None:
+    """All else equal (fixed goalposts, so the others' normalised values do not move), taking away one of a
+    unit's values never improves its score or its rank under the default treatment."""
+    unit = unit % len(values)
+    codes = ["m", "a", "b", "c"]
+    m = matrix({c: [row[j] for row in values] for j, c in enumerate(codes)})
+    item = {"normalise": "goalposts", "goalposts": (0.0, 100.0)}
+    p = Profile(
+        migration=[{"code": "m", "weight": weights[0], **item}],
+        pillars={
+            "I": [{"code": "a", "weight": weights[1], **item}, {"code": "b", "weight": weights[2], **item}],
+            "IV": [{"code": "c", "weight": weights[3], **item}],
+        },
+        min_coverage=0,
+        min_driver_coverage=0,
+    )
+    before = score(m, p)
+    removed = m.values.copy()
+    removed.iloc[unit, column] = NAN
+    after = score(Matrix(removed, m.country, m.directions), p)
+    key = m.values.index[unit]
+    assert after.loc[key, "score"] <= before.loc[key, "score"] + 1e-9
+    assert after.loc[key, "rank"] >= before.loc[key, "rank"]
+
+
+def test_coverage_counts_only_what_the_country_has() -> None:
+    # HND has no pillar II at all; GTM has it for one unit of two
+    m = matrix(
+        {"mig": [1, 2, 3, 4], "x": [1, 2, 3, 4], "y": [5, NAN, NAN, NAN]}, ["GTM", "GTM", "HND", "HND"]
+    )
+    p = Profile(migration=[{"code": "mig"}], pillars={"I": [{"code": "x"}], "II": [{"code": "y"}]})
+    out = score(m, p)
+    # weights: migration .5, I .25, II .25 ; HND: II is "no data" for the country → full coverage
+    assert list(out["coverage"]) == pytest.approx([1.0, 0.75, 1.0, 1.0])
+    assert out["ranked"].all()

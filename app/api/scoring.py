@@ -98,6 +98,12 @@ def _respond(
 Country = Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")]
 Department = Annotated[str | None, Query(description="Department P-code")]
 PillarQ = Annotated[str | None, Query(description="Lead pillar: I, II, III, IV or V")]
+Unranked = Annotated[
+    bool,
+    Query(
+        description="Also list the municipios that are not ranked (too little data), with `not_ranked_reason`"
+    ),
+]
 RankBy = Annotated[
     str | None,
     Query(
@@ -132,6 +138,7 @@ def priorities(
     tier: Tier = None,
     top: Top = None,
     rank_by: RankBy = None,
+    include_unranked: Unranked = False,
     profile: Annotated[str, Query(description="A profile id from /v1/profiles")] = service.DEFAULT_PROFILE,
     set: SetQ = None,
     limit: Limit = 100,
@@ -142,7 +149,7 @@ def priorities(
     """Each municipio: score 0–100, rank in its country and the 5–95 % rank interval, probability of the top k,
     tier, lead and secondary pillar, pillar sub-scores (null: no data), top indicators, hotspot, zone, coverage."""
     p = service.profile_by_id(profile)
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by)
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
     run = service.ensure_run(_engine(request), p, _sets(set))
     return _respond(request, conn, p, run, f, limit, offset, format, wkt)
 
@@ -171,6 +178,7 @@ def post_scores(
     tier: Tier = None,
     top: Top = None,
     rank_by: RankBy = None,
+    include_unranked: Unranked = False,
     set: SetQ = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -180,7 +188,7 @@ def post_scores(
     weights or empty pillars are refused with a 422 that says which."""
     if spec.draws > request.app.state.settings.public_max_draws:
         check_key(request)  # Monte Carlo runs above the public bound need an API key
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by)
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
     run = service.ensure_run(_engine(request), spec, _sets(set))
     return _respond(request, conn, spec, run, f, limit, offset, format)
 

@@ -69,9 +69,11 @@ def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
     parent_key = units["boundary_set_id"] + "/" + units["parent_pcode"]
     values = pd.DataFrame(index=units.index, dtype="float64")
     periods = pd.DataFrame(index=units.index, dtype="object")
+    fallback = pd.DataFrame(index=units.index, dtype="bool")
     for spec in profile.indicators():
         col = pd.Series(float("nan"), index=units.index)
         per = pd.Series(None, index=units.index, dtype="object")
+        dep = pd.Series(False, index=units.index)
         for set_id in set_ids:
             for item in indicators.values(conn, spec.code, set_id=set_id):
                 if OUT_OF_RANGE in item["flags"]:
@@ -81,8 +83,9 @@ def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
                     col[key], per[key] = item["value"], item["period"]
                 elif item["level"] == 1:  # a department's value stands for each of its municipios
                     hit = parent_key == key
-                    col[hit], per[hit] = item["value"], item["period"]
+                    col[hit], per[hit], dep[hit] = item["value"], item["period"], True
         values[spec.code] = col
         periods[spec.code] = per
+        fallback[spec.code] = dep
     directions = {code: int(row.direction) for code, row in known.items()}
-    return ScoringData(Matrix(values, units["country"], directions), periods, units)
+    return ScoringData(Matrix(values, units["country"], directions, fallback), periods, units)

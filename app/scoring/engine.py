@@ -35,8 +35,15 @@ Semantics (the profile, `app.scoring.profile`, is the spec; the choices made whe
   the two on the same [1, 100] rescale). Score = 100 × final. The effective migration weight is 0 for a profile
   without migration indicators and 1 for one without pillars.
 - Coverage: the share of the component weights with data, the weights being migration_weight for
-  migration and (1 − migration_weight) · pw_p / Σ pw for each listed pillar (both effective, so they sum
-  to 1). ranked = coverage ≥ min_coverage − 1e-9 and a score exists.
+  migration and (1 − migration_weight) · pw_p / Σ pw for each listed pillar, out of the components the
+  unit's scope group has any data for (a pillar a whole country lacks is "no data" there, not each
+  municipio's gap). Driver coverage: the share of the group's driver (pillar) weight for which the unit
+  has a municipal value (department figures standing in do not count). ranked = coverage ≥ min_coverage
+  − 1e-9, driver coverage ≥ min_driver_coverage − 1e-9 and a score exists; otherwise `not_ranked_reason`
+  says which gate it missed.
+- Missing values: `fill_missing` with the profile's `missing` treatment (shrink, the default; country
+  median; reweight), applied after normalisation and before aggregation, in the nominal run, the Monte
+  Carlo draws and the sensitivity analysis alike.
 - Ranks: among ranked units, by score descending, ties sharing the lowest rank ('min'); scores are
   compared rounded to 1e-10 (on 0–1) so that float noise does not split equal scores. `rank` is within
   the scope group; `rank_region` across all units, only for a region-scoped profile (null otherwise:
@@ -86,11 +93,13 @@ TOP_INDICATORS = 5
 
 @dataclass
 class Matrix:
-    """Indicator values per unit, each unit's country (ISO3) and the catalogue direction of each indicator."""
+    """Indicator values per unit, each unit's country (ISO3) and the catalogue direction of each indicator;
+    `fallback` marks values that are a department's figure standing in for its municipios."""
 
     values: pd.DataFrame
     country: pd.Series
     directions: dict[str, int]
+    fallback: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -176,8 +185,11 @@ def scope_groups(matrix: Matrix, profile: Profile) -> IntArray:
     return np.asarray(codes, dtype=np.int64)
 
 
-def normalise(matrix: Matrix, profile: Profile, method_override: Normaliser | None = None) -> pd.DataFrame:
-    """Treated, directed and normalised values (0–1, higher = higher priority) of the profile's indicators."""
+def normalise(
+    matrix: Matrix, profile: Profile, method_override: Normaliser | None = None, *, fill: bool = False
+) -> pd.DataFrame:
+    """Treated, directed and normalised values (0–1, higher = higher priority) of the profile's indicators
+    (NaN: no data), with the profile's missing-data treatment applied (`fill_missing`) when `fill` is True."""
     check(matrix, profile)
     if method_override == "goalposts":
         raise InvalidParameter(
@@ -194,7 +206,38 @@ def normalise(matrix: Matrix, profile: Profile, method_override: Normaliser | No
         for j, item in enumerate(items):
             direction = item.direction if item.direction is not None else matrix.directions[item.code]
             out[rows, j] = _normalise_column(raw[rows, j], item, direction, method_override or item.normalise)
+    if fill:
+        out = fill_missing(out, groups, profile.missing)
     return pd.DataFrame(out, index=matrix.values.index, columns=codes)
+
+
+def fill_missing(x: FloatArray, groups: IntArray, how: str) -> FloatArray:
+    """The missing-data treatment, on normalised values, for indicators the unit's scope group has data for
+    (an indicator with no value anywhere in the group stays NaN: that is "no data" for the country, and it is
+    re-weighted away for every unit alike).
+
+    - `shrink` (the default): a missing value counts as 0, the least severe value of the group. Within a
+      component the mean becomes Σ_available w·x / Σ_group w: the unit's reweighted mean shrunk towards 0 by the
+      share of the component's weight it lacks. Removing a value can therefore never raise a score (normalising
+      bounds fixed), and a department figure standing in for a municipio keeps exactly its nominal share of
+      the component. The unit's coverage still says how much it rests on.
+    - `country_median`: a missing value is the group median of the indicator (a neutral imputation; it can
+      raise the score of a unit whose unreported value was low).
+    - `reweight`: unchanged; weights are re-normalised over the indicators the unit has (the OECD/JRC
+      "available-case" treatment; a missing value then takes the mean of the others).
+    """
+    if how == "reweight":
+        return x
+    out = x.copy()
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        block = out[rows]
+        has = ~np.isnan(block)
+        for j in np.flatnonzero(has.any(axis=0)):
+            fill = 0.0 if how == "shrink" else float(np.median(block[has[:, j], j]))
+            block[~has[:, j], j] = fill
+        out[rows] = block
+    return out
 
 
 def _normalise_column(x: FloatArray, item: IndicatorWeight, direction: int, method: Normaliser) -> FloatArray:
@@ -375,15 +418,39 @@ def tiers(ranks: IntArray, groups: IntArray, cutoffs: list[float], sizes: IntArr
 def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     """Score, rank, tier, tag and explain every unit of the matrix under a profile."""
     lay = layout(profile)
-    normalised = normalise(matrix, profile)
-    x = normalised.to_numpy()
+    groups = scope_groups(matrix, profile)
+    raw = normalise(matrix, profile, fill=False).to_numpy()
+    x = fill_missing(raw, groups, profile.missing)
     agg = aggregate(x, lay, within=profile.aggregation_within, across=profile.aggregation_across)
     subs, comp_w, final = agg.components[:, :, 0], agg.weights[:, :, 0], agg.final[:, 0]
-    has = ~np.isnan(subs)
 
-    coverage = lay.component_weights() @ has if len(lay.components) else np.zeros(len(x))
-    ranked = (coverage >= profile.min_coverage - EPS) & ~np.isnan(final)
-    groups = scope_groups(matrix, profile)
+    present = ~np.isnan(raw) & (lay.indicator_weights > 0)
+    has: BoolArray = (
+        np.array([present[:, m].any(axis=1) for m in lay.members], dtype=bool)
+        if lay.members
+        else np.zeros((0, len(x)), dtype=bool)
+    )
+    coverage = (
+        group_coverage(lay.component_weights(), has, groups) if len(lay.components) else np.zeros(len(x))
+    )
+    # shown sub-scores, pillar ranks and tags rest on the unit's own data: a component it has no value for
+    # is null for it (even where `shrink` counted it as 0 in the score)
+    subs = np.where(has, subs, np.nan) if len(lay.components) else subs
+    drivers = driver_coverage(matrix, lay, raw, groups)
+    enough = coverage >= profile.min_coverage - EPS
+    enough_drivers = drivers >= profile.min_driver_coverage - EPS
+    ranked = enough & enough_drivers & ~np.isnan(final)
+    reason: list[str | None] = [
+        None
+        if r
+        else f"coverage {c:.2f} below the profile's min_coverage {profile.min_coverage:g}"
+        if not e
+        else f"municipal driver data cover {d:.2f} of the driver weight, below min_driver_coverage "
+        f"{profile.min_driver_coverage:g}"
+        if not ed
+        else "no score"
+        for r, e, ed, c, d in zip(ranked, enough, enough_drivers, coverage, drivers, strict=True)
+    ]
     rank = np.full(len(x), -1, dtype=np.int64)
     rank_region = rank.copy()
     tier = rank.copy()
@@ -414,7 +481,9 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
             out[f"pillar_rank_{p}"] = pd.array([pd.NA] * len(x), dtype="Int64")
     out["migration"] = subs[0] * 100.0 if lay.has_migration else np.nan
     out["coverage"] = coverage
-    out["top_indicators"] = _top_indicators(matrix, lay, x, comp_w)
+    out["driver_coverage"] = drivers
+    out["not_ranked_reason"] = pd.Series(reason, index=out.index, dtype=object)
+    out["top_indicators"] = _top_indicators(matrix, lay, x, comp_w, ~np.isnan(raw))
     return out
 
 
@@ -465,12 +534,60 @@ def _lead_pillars(lay: Layout, pct: FloatArray) -> tuple[list[str | None], list[
     return pick(0), pick(1)
 
 
+def group_coverage(weights: FloatArray, has: BoolArray, groups: IntArray) -> FloatArray:
+    """Per unit, the share of the component weight it has data for, out of the components its scope group
+    has any data for: a pillar a whole country publishes nothing on is "no data" there (reported as such,
+    and re-weighted away in every unit's score alike), not a gap of each of its municipios."""
+    out = np.zeros(has.shape[1])
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        available = has[:, rows].any(axis=1)
+        den = float(weights @ available)
+        if den > 0:
+            out[rows] = (weights * available) @ has[:, rows] / den
+    return out
+
+
+def driver_coverage(matrix: Matrix, lay: Layout, raw: FloatArray, groups: IntArray) -> FloatArray:
+    """Per unit, the share of its scope group's driver weight (pillars with data in the group, by pillar
+    weight) for which the unit has at least one municipal value (not a department figure standing in).
+    1.0 when the group has no driver data at all (nothing to require)."""
+    n = raw.shape[0]
+    if not lay.pillars:
+        return np.ones(n)
+    start = 1 if lay.has_migration else 0
+    fallback = (
+        matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
+        .fillna(False)
+        .to_numpy(bool)
+        if matrix.fallback is not None
+        else np.zeros_like(raw, dtype=bool)
+    )
+    municipal = ~np.isnan(raw) & ~fallback & (lay.indicator_weights > 0)
+    anywhere = ~np.isnan(raw) & (lay.indicator_weights > 0)
+    out = np.ones(n)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        num = np.zeros(len(rows))
+        den = 0.0
+        for j, pillar_slice in enumerate(lay.members[start:]):
+            w = float(lay.pillar_weights[j])
+            if w <= 0 or not anywhere[np.ix_(rows, np.arange(raw.shape[1])[pillar_slice])].any():
+                continue
+            den += w
+            num += w * municipal[rows][:, pillar_slice].any(axis=1)
+        if den > 0:
+            out[rows] = num / den
+    return out
+
+
 def _top_indicators(
-    matrix: Matrix, lay: Layout, x: FloatArray, comp_w: FloatArray
+    matrix: Matrix, lay: Layout, x: FloatArray, comp_w: FloatArray, present: BoolArray
 ) -> list[list[dict[str, Any]]]:
-    """Up to five available indicators per unit, largest contribution to the 0–100 score first."""
-    present = ~np.isnan(x)
-    weighted = present * lay.indicator_weights
+    """Up to five indicators the unit has a value for, largest contribution to the 0–100 score first (the
+    within-component weights count every indicator that entered the mean, filled ones included)."""
+    entered = ~np.isnan(x)
+    weighted = entered * lay.indicator_weights
     within = np.zeros_like(x)
     for idx in lay.members:
         den = weighted[:, idx].sum(axis=1, keepdims=True)

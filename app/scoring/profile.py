@@ -23,6 +23,7 @@ PILLARS: tuple[Pillar, ...] = ("I", "II", "III", "IV", "V")
 Normaliser = Literal["minmax", "zscore", "rank", "goalposts"]
 Outliers = Literal["none", "winsorise", "log"]
 Aggregation = Literal["arithmetic", "geometric"]
+Missing = Literal["reweight", "country_median", "shrink"]
 
 
 class IndicatorWeight(BaseModel):
@@ -69,6 +70,20 @@ class Profile(BaseModel):
     aggregation_across: Aggregation = "arithmetic"
     scope: Literal["country", "region"] = "country"
     min_coverage: float = Field(0.5, ge=0, le=1)
+    missing: Missing = Field(
+        "shrink",
+        description="a unit's missing value of an indicator its country has: 'shrink' scores it as the least "
+        "severe (0 after normalisation), so the component is shrunk towards 0 by the share of weight "
+        "without data and missing data never raises a score; 'country_median' imputes the country median; "
+        "'reweight' re-normalises the weights over the indicators the unit has",
+    )
+    min_driver_coverage: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a unit is ranked only if at least this share of its country's driver (pillar) weight has "
+        "municipal data (department figures standing in for municipios do not count)",
+    )
     tier_cutoffs: list[float] = Field(
         default_factory=lambda: [0.2, 0.5],
         description="cumulative shares of ranked municipios: the top 20 % are tier 1, the next to 50 % tier 2, "

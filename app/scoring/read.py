@@ -34,6 +34,7 @@ class PriorityFilter:
         tier: int | None,
         top: int | None,
         rank_by: str | None = None,
+        include_unranked: bool = False,
     ) -> PriorityFilter:
         """Validate raw values; raise InvalidParameter with what to fix."""
         iso3 = country.strip().upper() if country else None
@@ -53,6 +54,7 @@ class PriorityFilter:
             tier,
             top,
             rank_by=None if by in (None, "SCORE") else by,
+            ranked_only=not include_unranked,
         )
 
     def order_by(self) -> str:
@@ -66,7 +68,7 @@ _ITEM = """
     s.pcode, u.name, s.country, s.boundary_set_id, u.parent_pcode, d.name AS department_name, s.score, s.rank,
     s.rank_region, s.rank_lo, s.rank_hi, s.rank_median, s.p_top, s.robust, s.tier_stability, s.tier, s.pillar,
     s.pillar_secondary, s.pillar_scores, s.pillar_ranks, s.migration, s.top_indicators, s.hotspot, s.hotspot_confidence,
-    s.gi_z, s.zone, s.coverage, s.ranked, s.vintage
+    s.gi_z, s.zone, s.coverage, s.driver_coverage, s.not_ranked_reason, s.ranked, s.vintage
 """
 _FROM = """
     FROM scores s
@@ -105,7 +107,9 @@ def item(r: Any) -> dict[str, Any]:
         "hotspot_confidence": r.hotspot_confidence,
         "zone": r.zone,
         "coverage": _round(r.coverage, 3),
+        "driver_coverage": _round(r.driver_coverage, 3),
         "ranked": r.ranked,
+        "not_ranked_reason": r.not_ranked_reason,
         "vintage": list(r.vintage),
     }
 

@@ -116,6 +116,8 @@ def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str,
                 "pillar_ranks": json.dumps({p: _none(n[f"pillar_rank_{p}"]) for p in PILLARS}),
                 "migration": _none(n["migration"]),
                 "coverage": float(n["coverage"]),
+                "driver_coverage": float(n["driver_coverage"]),
+                "not_ranked_reason": _none(n["not_ranked_reason"]),
                 "top_indicators": json.dumps(
                     [{k: _none(v) for k, v in t.items()} for t in n["top_indicators"]]
                 ),
@@ -197,12 +199,13 @@ def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = Non
         conn.execute(
             text("""
             INSERT INTO scores (run_id, boundary_set_id, pcode, country, score, ranked, rank, rank_region, tier,
-                pillar, pillar_secondary, pillar_scores, pillar_ranks, migration, coverage, top_indicators, vintage,
+                pillar, pillar_secondary, pillar_scores, pillar_ranks, migration, coverage, driver_coverage,
+                not_ranked_reason, top_indicators, vintage,
                 rank_median, rank_lo, rank_hi, p_top, tier_stability, robust, hotspot, hotspot_confidence, gi_z,
                 zone)
             VALUES (:run, :boundary_set_id, :pcode, :country, :score, :ranked, :rank, :rank_region, :tier,
                 :pillar, :pillar_secondary, CAST(:pillar_scores AS jsonb), CAST(:pillar_ranks AS jsonb),
-                :migration, :coverage,
+                :migration, :coverage, :driver_coverage, :not_ranked_reason,
                 CAST(:top_indicators AS jsonb), :vintage, :rank_median, :rank_lo, :rank_hi, :p_top,
                 :tier_stability, :robust, :hotspot, :hotspot_confidence, :gi_z, :zone)"""),
             [{**r, "run": run} for r in result["scores"]],

@@ -140,7 +140,7 @@ def rank_uncertainty(matrix: Matrix, profile: Profile, nominal: pd.DataFrame | N
         chosen = np.flatnonzero(draws.normaliser == v)
         if not len(chosen):
             continue
-        x = normalise(matrix, profile, method_override=method).to_numpy()[ranked]
+        x = normalise(matrix, profile, method_override=method, fill=True).to_numpy()[ranked]
         for a, how in enumerate(AGGREGATIONS):
             for chunk in _chunks(chosen[draws.aggregation[chosen] == a], len(x)):
                 final = final_scores(
@@ -211,7 +211,7 @@ def sensitivity(
     ranked = nominal["ranked"].to_numpy(dtype=bool)
     groups = scope_groups(matrix, profile)[ranked]
     nominal_rank = nominal["rank"].to_numpy()[ranked].astype(np.int64)
-    x = normalise(matrix, profile).to_numpy()[ranked]
+    x = normalise(matrix, profile, fill=True).to_numpy()[ranked]
     factors = _factors(lay)
 
     def evaluate(values: FloatArray) -> FloatArray:
