@@ -153,32 +153,15 @@ def theme_coverage(conn: Connection) -> dict[str, dict[str, dict[str, Any]]]:
           SELECT d.country, 2, x.indicator_code, c.to_pcode
           FROM usable x JOIN crosswalk c ON c.from_set = x.boundary_set_id AND c.from_pcode = x.pcode
           JOIN d ON d.set_id = c.to_set)
-        SELECT h.country, i.theme, h.level, i.code, count(DISTINCT h.pcode) AS n
+        SELECT h.country, i.theme, h.level, i.code, count(DISTINCT h.pcode) AS n, GROUPING(i.code) AS whole_theme
         FROM hits h JOIN indicators i ON i.code = h.indicator_code
         WHERE i.theme = ANY(:themes)
-        GROUP BY 1, 2, 3, 4"""),
+        GROUP BY GROUPING SETS ((h.country, i.theme, h.level, i.code), (h.country, i.theme, h.level))"""),
         {"oor": OUT_OF_RANGE, "themes": list(PILLAR_THEMES)},
     ).all()
-    units_with_data = {
-        (r.country, r.theme): r.n
-        for r in conn.execute(
-            text("""
-            WITH d AS (SELECT id AS set_id, country FROM boundary_sets WHERE is_default),
-            usable AS (
-              SELECT o.indicator_code, o.boundary_set_id, o.pcode FROM observations o
-              WHERE o.value IS NOT NULL AND NOT (:oor = ANY(o.flags)))
-            SELECT country, theme, count(DISTINCT pcode) AS n FROM (
-              SELECT d.country, i.theme, x.pcode FROM usable x JOIN d ON d.set_id = x.boundary_set_id
-              JOIN indicators i ON i.code = x.indicator_code
-              JOIN admin_units u ON u.boundary_set_id = x.boundary_set_id AND u.pcode = x.pcode AND u.level = 2
-              UNION
-              SELECT d.country, i.theme, c.to_pcode FROM usable x
-              JOIN crosswalk c ON c.from_set = x.boundary_set_id AND c.from_pcode = x.pcode
-              JOIN d ON d.set_id = c.to_set JOIN indicators i ON i.code = x.indicator_code) t
-            GROUP BY 1, 2"""),
-            {"oor": OUT_OF_RANGE},
-        )
-    }
+    # per theme, the municipios with at least one usable value of any of its indicators
+    units_with_data = {(r.country, r.theme): r.n for r in rows if r.whole_theme and r.level == 2}
+    rows = [r for r in rows if not r.whole_theme]
     totals: dict[str, int] = dict(
         conn.execute(
             text("""

@@ -217,4 +217,33 @@ def snapshot(engine: Engine) -> dict[str, object]:
         }
 
 
+def stored_observations(engine: Engine, codes: list[str] | None = None) -> list[tuple[object, ...]]:
+    """Every stored value (of the given indicators) with its period, flags, sample and file, comparable
+    across loads (load times excluded)."""
+    where = "WHERE indicator_code = ANY(:codes)" if codes is not None else ""
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT indicator_code, boundary_set_id, pcode, period, value, flags, sample_size, "
+                    f"file_sha256 FROM observations {where} ORDER BY 1, 2, 3, 4"
+                ),
+                {"codes": codes},
+            )
+        ]
+
+
+def values_with_flags(engine: Engine, code: str) -> dict[str, tuple[float | None, list[str], str]]:
+    """One indicator's stored values by P-code: (value, flags, period)."""
+    with engine.connect() as conn:
+        return {
+            r.pcode: (r.value, list(r.flags), r.period)
+            for r in conn.execute(
+                text("SELECT pcode, value, flags, period FROM observations WHERE indicator_code = :c"),
+                {"c": code},
+            )
+        }
+
+
 os.environ.setdefault("RAICES_ALLOW_DOWNLOAD", "false")

@@ -31,6 +31,7 @@ from app.ingest.matching import units_frame
 from app.ingest.run import load_source
 from app.settings import Settings
 from app.sources import Source, load_manifest, sha256_of
+from tests.conftest import values_with_flags
 
 Fresh = tuple[Engine, Settings]
 FILE = "Datos-Historicos_v1.csv"
@@ -82,17 +83,6 @@ def _expected(rows: list[dict[str, str]], dep: str, mun: str, population: float)
     events = len({(r["Evento"], r["Fecha"]) for r in hydro})
     people = sum(float(r["Afectados"] or 0) + float(r["Damnificados"] or 0) for r in hydro)
     return events / 28, people * 1000 / population
-
-
-def _values(engine: Engine, code: str) -> dict[str, tuple[float | None, list[str], str]]:
-    with engine.connect() as conn:
-        return {
-            r.pcode: (r.value, list(r.flags), r.period)
-            for r in conn.execute(
-                text("SELECT pcode, value, flags, period FROM observations WHERE indicator_code = :c"),
-                {"c": code},
-            )
-        }
 
 
 def _stored(engine: Engine) -> dict[str, object]:
@@ -206,9 +196,9 @@ def test_stored_events_and_provenance(engine: Engine) -> None:
 
 def test_indicators_recomputed_from_the_csv(engine: Engine, settings: Settings) -> None:
     rows = _raw_rows(settings)
-    events = _values(engine, EVENTS_CODE)
-    affected = _values(engine, AFFECTED_CODE)
-    pop = _values(engine, "population_2018")
+    events = values_with_flags(engine, EVENTS_CODE)
+    affected = values_with_flags(engine, AFFECTED_CODE)
+    pop = values_with_flags(engine, "population_2018")
     assert len(events) == len(affected) == 340
     assert {per for _, _, per in [*events.values(), *affected.values()]} == {"1988-2015"}
     for pcode, dep, mun in [

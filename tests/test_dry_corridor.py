@@ -25,7 +25,8 @@ from app.ingest.run import load_source
 from app.settings import Settings
 from app.sources import Source, load_manifest, sha256_of
 from app.text import name_key
-from tests.conftest import snapshot
+from tests.conftest import snapshot, stored_observations
+from tests.test_layers import _values
 
 Fresh = tuple[Engine, Settings]
 CODES = [FLAG_CODE, SHARE_CODE]
@@ -47,28 +48,6 @@ BY_DEPARTMENT = {
 def _mirror(settings: Settings, name: str) -> Path:
     assert settings.data_mirror is not None
     return settings.data_mirror / "hazards" / SOURCE_ID / name
-
-
-def _values(engine: Engine, code: str) -> dict[str, float]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT pcode, value FROM observations WHERE indicator_code = :c"), {"c": code}
-        ).all()
-    return {r.pcode: r.value for r in rows}
-
-
-def _stored(engine: Engine) -> list[tuple[object, ...]]:
-    with engine.connect() as conn:
-        return [
-            tuple(r)
-            for r in conn.execute(
-                text(
-                    "SELECT indicator_code, boundary_set_id, pcode, period, value, flags, file_sha256 "
-                    "FROM observations WHERE indicator_code = ANY(:c) ORDER BY 1, 2, 3"
-                ),
-                {"c": CODES},
-            ).all()
-        ]
 
 
 def _damaged(
@@ -214,18 +193,18 @@ def test_damaged_rds_stores_nothing(
     else:  # a complete gzip stream around a truncated R serialisation
         inner = gzip.decompress(raw)
         content = gzip.compress(inner[: len(inner) // 3])
-    before, stored = snapshot(engine), _stored(engine)
+    before, stored = snapshot(engine), stored_observations(engine, CODES)
     private, sources = _damaged(settings, tmp_path, name, content)
     with pytest.raises(DataError, match=message) as err:
         load_source(engine, private, SOURCE_ID, sources=sources, force=True)
     assert SOURCE_ID in str(err.value)
-    assert snapshot(engine) == before and _stored(engine) == stored
+    assert snapshot(engine) == before and stored_observations(engine, CODES) == stored
 
 
 def test_reload_is_unchanged(fresh: Fresh) -> None:
     engine, settings = fresh
-    stored = _stored(engine)
+    stored = stored_observations(engine, CODES)
     assert load_source(engine, settings, SOURCE_ID).status == "unchanged"
     forced = load_source(engine, settings, SOURCE_ID, force=True)
     assert forced.status == "loaded" and forced.values == {FLAG_CODE: 262, SHARE_CODE: 44}
-    assert _stored(engine) == stored
+    assert stored_observations(engine, CODES) == stored

@@ -13,40 +13,16 @@ from app.errors import DataError
 from app.ingest.layers import ABSENT_ASSUMED_ZERO
 from app.ingest.run import load_source
 from app.settings import Settings
+from tests.conftest import stored_observations, values_with_flags
 from tests.test_ingest_failures import _private
 
 Fresh = tuple[Engine, Settings]
 
 
-def observations(engine: Engine) -> list[tuple[object, ...]]:
-    """Every stored value (with its flags and sample), comparable across loads."""
-    with engine.connect() as conn:
-        return [
-            tuple(r)
-            for r in conn.execute(
-                text(
-                    "SELECT indicator_code, boundary_set_id, pcode, period, value, flags, sample_size "
-                    "FROM observations ORDER BY 1, 2, 3, 4"
-                )
-            )
-        ]
-
-
-def _values(engine: Engine, code: str) -> dict[str, tuple[float | None, list[str], str]]:
-    with engine.connect() as conn:
-        return {
-            r.pcode: (r.value, list(r.flags), r.period)
-            for r in conn.execute(
-                text("SELECT pcode, value, flags, period FROM observations WHERE indicator_code = :c"),
-                {"c": code},
-            )
-        }
-
-
 def test_iudpas_known_answers(engine: Engine) -> None:
-    homicides = _values(engine, "homicides_2014")
-    rates = _values(engine, "homicide_rate_2014")
-    pop = _values(engine, "population_2014")
+    homicides = values_with_flags(engine, "homicides_2014")
+    rates = values_with_flags(engine, "homicide_rate_2014")
+    pop = values_with_flags(engine, "population_2014")
     assert len(homicides) == len(rates) == 298  # every municipio of Honduras
     assert len(pop) == 265  # only the listed ones have a population
     listed = {p for p, (_, flags, _) in homicides.items() if not flags}
@@ -71,7 +47,7 @@ def test_iudpas_known_answers(engine: Engine) -> None:
 def test_absent_municipios_say_so_in_the_api(client: TestClient, engine: Engine) -> None:
     absent = sorted(
         p
-        for p, (_, flags, _) in _values(engine, "homicide_rate_2014").items()
+        for p, (_, flags, _) in values_with_flags(engine, "homicide_rate_2014").items()
         if ABSENT_ASSUMED_ZERO in flags
     )
     r = client.get("/v1/indicators/homicide_rate_2014/values", params={"country": "HND"})
@@ -87,7 +63,7 @@ def test_absent_municipios_say_so_in_the_api(client: TestClient, engine: Engine)
 
 
 def test_gtm_population_2018(engine: Engine) -> None:
-    pop = _values(engine, "population_2018")
+    pop = values_with_flags(engine, "population_2018")
     assert len(pop) == 340
     assert sum(v for v, _, _ in pop.values()) == 14_901_286  # INE Censo 2018
     assert pop["GT0101"][0] == 923_392  # Guatemala
@@ -99,7 +75,7 @@ def test_gtm_population_2018(engine: Engine) -> None:
 def test_iudpas_reload_is_unchanged_then_damaged_copies_change_nothing(fresh: Fresh, tmp_path: Path) -> None:
     engine, settings = fresh
     assert load_source(engine, settings, "hnd-iudpas-2014").status == "unchanged"
-    before = observations(engine)
+    before = stored_observations(engine)
     assert settings.data_mirror is not None
     real = (settings.data_mirror / "indicators/hnd-iudpas-2014/iudpas_honduras_crime2.csv").read_bytes()
     truncated = real[: len(real) // 2]
@@ -114,18 +90,18 @@ def test_iudpas_reload_is_unchanged_then_damaged_copies_change_nothing(fresh: Fr
     )
     with pytest.raises(DataError, match=r"missing columns \['homicideRate'\]"):
         load_source(engine, s, "hnd-iudpas-2014", sources=sources, force=True)
-    assert observations(engine) == before
+    assert stored_observations(engine) == before
 
 
 def test_gtm_population_damaged_copy_changes_nothing(fresh: Fresh, tmp_path: Path) -> None:
     engine, settings = fresh
-    before = observations(engine)
+    before = stored_observations(engine)
     assert settings.data_mirror is not None
     real = (settings.data_mirror / "indicators/gtm-mvi-unhcr/Population table.xlsx").read_bytes()
     s, sources = _private(settings, tmp_path, "gtm-mvi-unhcr", {"Population table.xlsx": real[:20000]})
     with pytest.raises(DataError, match=r"Source 'gtm-mvi-unhcr', file 'Population table\.xlsx'"):
         load_source(engine, s, "gtm-mvi-unhcr", sources=sources, force=True)
-    assert observations(engine) == before
+    assert stored_observations(engine) == before
 
 
 def test_department_populations_checked_against_municipal_sums(engine: Engine) -> None:

@@ -24,7 +24,8 @@ from app.ingest.slv_censo2007 import (
 )
 from app.settings import Settings
 from app.sources import Source, load_manifest, sha256_of
-from tests.conftest import snapshot
+from tests.conftest import snapshot, stored_observations
+from tests.test_layers import _values
 
 Fresh = tuple[Engine, Settings]
 FILE = "07_Indicadores_Sociodemograficos.xlsx"
@@ -34,28 +35,6 @@ CODES = [*INDICATOR_COLUMNS, POPULATION_CODE]
 def _mirror_file(settings: Settings) -> Path:
     assert settings.data_mirror is not None
     return settings.data_mirror / "indicators" / SOURCE_ID / FILE
-
-
-def _values(engine: Engine, code: str) -> dict[str, float]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT pcode, value FROM observations WHERE indicator_code = :c"), {"c": code}
-        ).all()
-    return {r.pcode: r.value for r in rows}
-
-
-def _stored(engine: Engine) -> list[tuple[object, ...]]:
-    with engine.connect() as conn:
-        return [
-            tuple(r)
-            for r in conn.execute(
-                text(
-                    "SELECT indicator_code, boundary_set_id, pcode, period, value, flags, file_sha256 "
-                    "FROM observations WHERE indicator_code = ANY(:c) ORDER BY 1, 2, 3"
-                ),
-                {"c": CODES},
-            ).all()
-        ]
 
 
 def _damaged(settings: Settings, tmp_path: Path, content: bytes) -> tuple[Settings, dict[str, Source]]:
@@ -231,20 +210,20 @@ def test_damaged_workbook_stores_nothing(fresh: Fresh, tmp_path: Path, damage: s
         content = raw[: len(raw) // 2]
     else:
         content = _edited_workbook(settings, tmp_path, damage)
-    before, stored = snapshot(engine), _stored(engine)
+    before, stored = snapshot(engine), stored_observations(engine, CODES)
     private, sources = _damaged(settings, tmp_path, content)
     with pytest.raises(DataError, match=message) as err:
         load_source(engine, private, SOURCE_ID, sources=sources, force=True)
     assert SOURCE_ID in str(err.value)
-    assert snapshot(engine) == before and _stored(engine) == stored
+    assert snapshot(engine) == before and stored_observations(engine, CODES) == stored
 
 
 def test_reload_is_unchanged(fresh: Fresh) -> None:
     engine, settings = fresh
-    stored = _stored(engine)
+    stored = stored_observations(engine, CODES)
     report = load_source(engine, settings, SOURCE_ID)
     assert report.status == "unchanged"
     forced = load_source(engine, settings, SOURCE_ID, force=True)
     assert forced.status == "loaded" and forced.values == {c: 262 for c in CODES}
-    assert _stored(engine) == stored
+    assert stored_observations(engine, CODES) == stored
     assert any("national sum 5,888,070" in n for n in forced.notes)

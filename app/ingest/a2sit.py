@@ -10,7 +10,6 @@ recomputed from the Master sheet and compared (disagreements are reported in the
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Connection
 
 from app.errors import DataError
-from app.ingest.common import Progress, Validation
+from app.ingest.common import Progress, Validation, read_xlsx_sheet, workbook_rows
 from app.ingest.layers import ABSENT_ASSUMED_ZERO, PERIOD_UNSTATED, Indicator, Layer, observations_frame
 from app.ingest.matching import units_frame
 from app.sources import Resolver, Source
@@ -36,32 +35,6 @@ class Template:
 
     columns: pd.DataFrame  # code, name, direction, group, weight
     data: pd.DataFrame  # pcode, name, then one column per indicator code (raw cell values)
-
-
-def workbook_rows(path: Path, *, source_id: str, sheet: str) -> list[list[Any]]:
-    """Every row of one sheet as cell values; an unreadable, truncated or sheet-less workbook is a clear
-    DataError naming the source and file."""
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, EOFError, ValueError) as exc:
-        raise DataError(
-            f"Source '{source_id}', file '{path.name}' is not a readable XLSX workbook "
-            f"(truncated or corrupt?): {type(exc).__name__}"
-        ) from exc
-    try:
-        if sheet not in wb.sheetnames:
-            raise DataError(
-                f"Source '{source_id}', file '{path.name}' has no sheet '{sheet}' "
-                f"(sheets: {', '.join(wb.sheetnames)})."
-            )
-        return [list(r) for r in wb[sheet].iter_rows(values_only=True)]
-    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, SyntaxError) as exc:
-        raise DataError(f"Source '{source_id}', file '{path.name}' is truncated or corrupt.") from exc
-    finally:
-        wb.close()
 
 
 def read_template(path: Path, *, source_id: str, sheet: str = "Data") -> Template:
@@ -377,22 +350,18 @@ def read_gtm_metadata(source: Source, paths: dict[str, Path]) -> GtmMetadata:
     population = None
     pop_file = next((x for x in source.files if x.role == "population"), None)
     if pop_file is not None:
-        pop_rows = workbook_rows(paths[pop_file.name], source_id=source.id, sheet=pop_file.layer or "Sheet1")
-        head = [_text(c) for c in (pop_rows[0] if pop_rows else [])]
+        table = read_xlsx_sheet(paths[pop_file.name], source_id=source.id, sheet=pop_file.layer or "Sheet1")
         need = {"Cód_mun", "Pop_Total", "Pop_NNA"}
-        if need - set(head):
+        if need - set(table.columns):
             raise DataError(
-                f"Source '{source.id}', file '{pop_file.name}': missing columns {sorted(need - set(head))}."
+                f"Source '{source.id}', file '{pop_file.name}': missing columns {sorted(need - set(table.columns))}."
             )
-        pop = {}
-        for number, r in enumerate(pop_rows[1:], start=2):
-            if r[head.index("Cód_mun")] is None:
-                continue
-            pcode = _ine_pcode(
-                r[head.index("Cód_mun")], where=f"Source '{source.id}', file '{pop_file.name}', row {number}"
-            )
-            pop[pcode] = {"Pop_Total": r[head.index("Pop_Total")], "Pop_NNA": r[head.index("Pop_NNA")]}
-        population = pd.DataFrame.from_dict(pop, orient="index").apply(pd.to_numeric, errors="coerce")
+        table = table[table["Cód_mun"].notna()]
+        table.index = [
+            _ine_pcode(code, where=f"Source '{source.id}', file '{pop_file.name}', row {number + 2}")
+            for number, code in zip(table.index, table["Cód_mun"], strict=True)
+        ]
+        population = table[["Pop_Total", "Pop_NNA"]].apply(pd.to_numeric, errors="coerce")
     return GtmMetadata(rows.set_index("code", drop=False), master, master_codes, population)
 
 

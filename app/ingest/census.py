@@ -24,6 +24,7 @@ from app.ingest.layers import (
     Indicator,
     Layer,
     observations_frame,
+    stored_population,
 )
 from app.settings import Settings
 from app.sources import Resolver, Source
@@ -217,18 +218,6 @@ def kish_effective_n(weights: pd.Series) -> float:
     respondents that would give the same precision. Each row of the EMR summary is one weighted record."""
     w = weights.astype("float64")
     return float(w.sum() ** 2 / (w**2).sum()) if (w**2).sum() > 0 else 0.0
-
-
-def stored_population(conn: Connection, code: str, set_id: str) -> pd.Series:
-    """A municipal population stored by an earlier load, by P-code (empty when it is not loaded)."""
-    rows = conn.execute(
-        text(
-            "SELECT pcode, value FROM observations WHERE indicator_code = :c AND boundary_set_id = :s "
-            "AND value IS NOT NULL"
-        ),
-        {"c": code, "s": set_id},
-    ).all()
-    return pd.Series({r.pcode: float(r.value) for r in rows}, dtype="float64")
 
 
 def prepare_hnd_emr(

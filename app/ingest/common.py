@@ -1,10 +1,12 @@
-"""Pieces shared by the loaders: reading vector files, geometry repair, validation results."""
+"""Pieces shared by the loaders: reading vector files and workbooks, geometry repair, validation results."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -158,3 +160,40 @@ def unit_frame(rows: pd.DataFrame, geometry: gpd.GeoSeries | list[BaseGeometry])
     """A unit frame with the canonical columns, from attribute rows and geometries."""
     frame = gpd.GeoDataFrame(rows.reset_index(drop=True), geometry=list(geometry), crs=4326)
     return frame[UNIT_COLUMNS]
+
+
+def workbook_rows(path: Path, *, source_id: str, sheet: str) -> list[list[Any]]:
+    """Every row of one sheet as cell values; an unreadable, truncated or sheet-less workbook is a clear
+    DataError naming the source and file."""
+    import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, EOFError, ValueError) as exc:
+        raise DataError(
+            f"Source '{source_id}', file '{path.name}' is not a readable XLSX workbook "
+            f"(truncated or corrupt?): {type(exc).__name__}"
+        ) from exc
+    try:
+        if sheet not in wb.sheetnames:
+            raise DataError(
+                f"Source '{source_id}', file '{path.name}' has no sheet '{sheet}' "
+                f"(sheets: {', '.join(wb.sheetnames)})."
+            )
+        return [list(r) for r in wb[sheet].iter_rows(values_only=True)]
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, SyntaxError, OSError) as exc:
+        raise DataError(f"Source '{source_id}', file '{path.name}' is truncated or corrupt.") from exc
+    finally:
+        wb.close()
+
+
+def read_xlsx_sheet(path: Path, *, source_id: str, sheet: str, header_row: int = 1) -> pd.DataFrame:
+    """One sheet of a workbook as a frame, header on `header_row` (1-based); unreadable, truncated or
+    sheet-less files are clear DataErrors (`workbook_rows`)."""
+    rows = workbook_rows(path, source_id=source_id, sheet=sheet)
+    if len(rows) < header_row:
+        raise DataError(f"Source '{source_id}', file '{path.name}', sheet '{sheet}' is empty.")
+    header = [str(c).strip() if c is not None else "" for c in rows[header_row - 1]]
+    body = [r + [None] * (len(header) - len(r)) for r in rows[header_row:] if any(c is not None for c in r)]
+    return pd.DataFrame([r[: len(header)] for r in body], columns=header)

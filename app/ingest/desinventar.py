@@ -79,6 +79,7 @@ from app.ingest.layers import (
     Indicator,
     Layer,
     observations_frame,
+    stored_population,
 )
 from app.ingest.matching import units_frame
 from app.settings import Settings
@@ -321,19 +322,13 @@ def pcodes_of(frame: pd.DataFrame, found: dict[tuple[str, str], str | None]) -> 
 
 
 def _population(conn: Connection) -> dict[str, float]:
-    rows = conn.execute(
-        text(
-            "SELECT pcode, value FROM observations WHERE indicator_code = :code "
-            "AND boundary_set_id = :set AND value IS NOT NULL"
-        ),
-        {"code": POPULATION_CODE, "set": SET_ID},
-    ).all()
-    if not rows:
+    population = stored_population(conn, POPULATION_CODE, SET_ID)
+    if population.empty:
         raise DataError(
             f"Source '{SOURCE_ID}' needs indicator '{POPULATION_CODE}' on {SET_ID} as its denominator, and it "
             f"is not stored: load {POPULATION_SOURCE} first (raices load {POPULATION_SOURCE})."
         )
-    return {str(p): float(v) for p, v in rows}
+    return {str(p): float(v) for p, v in population.items()}
 
 
 def indicator_rows(

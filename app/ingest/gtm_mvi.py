@@ -7,15 +7,13 @@ is refused (a truncated or edited table would otherwise skew every rate silently
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection
 
 from app.errors import DataError
-from app.ingest.a2sit import workbook_rows
-from app.ingest.common import Progress, Validation
+from app.ingest.common import Progress, Validation, read_xlsx_sheet
 from app.ingest.layers import Indicator, Layer, observations_frame
 from app.ingest.matching import units_frame
 from app.settings import Settings
@@ -23,17 +21,6 @@ from app.sources import Resolver, Source
 from app.text import name_key
 
 GTM_CENSUS_2018_TOTAL = 14_901_286  # INE Guatemala, XII Censo Nacional de Población 2018
-
-
-def read_xlsx_sheet(path: Path, *, source_id: str, sheet: str, header_row: int = 1) -> pd.DataFrame:
-    """One sheet of a workbook as a frame, header on `header_row` (1-based); unreadable, truncated or
-    sheet-less files are clear DataErrors (`workbook_rows`)."""
-    rows = workbook_rows(path, source_id=source_id, sheet=sheet)
-    if len(rows) < header_row:
-        raise DataError(f"Source '{source_id}', file '{path.name}', sheet '{sheet}' is empty.")
-    header = [str(c).strip() if c is not None else "" for c in rows[header_row - 1]]
-    body = [r + [None] * (len(header) - len(r)) for r in rows[header_row:] if any(c is not None for c in r)]
-    return pd.DataFrame([r[: len(header)] for r in body], columns=header)
 
 
 def prepare_gtm_population(

@@ -165,6 +165,18 @@ def observations_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def stored_population(conn: Connection, code: str, set_id: str) -> pd.Series:
+    """A municipal population stored by an earlier load, by P-code (empty when it is not loaded)."""
+    rows = conn.execute(
+        text(
+            "SELECT pcode, value FROM observations WHERE indicator_code = :c AND boundary_set_id = :s "
+            "AND value IS NOT NULL"
+        ),
+        {"c": code, "s": set_id},
+    ).all()
+    return pd.Series({r.pcode: float(r.value) for r in rows}, dtype="float64")
+
+
 def flag_out_of_range(obs: pd.DataFrame, indicators: Iterable[Indicator]) -> pd.DataFrame:
     """Add the out-of-range flag where a value lies outside its indicator's valid range."""
     ranges = {i.code: (i.valid_min, i.valid_max) for i in indicators}

@@ -34,8 +34,8 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from app.errors import DataError
-from app.ingest.a2sit import _same_place, workbook_rows
-from app.ingest.common import Progress, Validation
+from app.ingest.a2sit import _same_place
+from app.ingest.common import Progress, Validation, workbook_rows
 from app.ingest.layers import NOT_EVALUATED, Indicator, Layer, observations_frame
 from app.ingest.matching import units_frame
 from app.settings import Settings

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from app.errors import DataError
-from app.ingest.common import Progress, Validation
+from app.ingest.common import Progress, Validation, workbook_rows
 from app.ingest.layers import Indicator, Layer, observations_frame
 from app.settings import Settings
 from app.sources import Resolver, Source
@@ -119,35 +118,12 @@ def _number(value: Any, where: str, source_id: str, file: str) -> float:
 
 def read_census_table(path: Path, *, source_id: str = SOURCE_ID) -> CensusTable:
     """Parse sheet `Municipios`; an unreadable, truncated or re-arranged workbook is a clear DataError."""
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
     file = path.name
-    try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError, EOFError, ValueError) as exc:
-        raise DataError(
-            f"Source '{source_id}', file '{file}' is not a readable XLSX workbook "
-            f"(truncated or corrupt?): {type(exc).__name__}"
-        ) from exc
-    try:
-        if SHEET not in wb.sheetnames:
-            raise DataError(
-                f"Source '{source_id}', file '{file}' has no sheet '{SHEET}' "
-                f"(sheets: {', '.join(wb.sheetnames)}); expected DIGESTYC's 2007 indicator table."
-            )
-        numbered = [
-            (i, list(r))
-            for i, r in enumerate(wb[SHEET].iter_rows(values_only=True), start=1)
-            if any(c is not None and str(c).strip() != "" for c in r)
-        ]
-    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as exc:
-        raise DataError(
-            f"Source '{source_id}', file '{file}' is truncated or corrupt (sheet '{SHEET}' cannot be read): "
-            f"{type(exc).__name__}"
-        ) from exc
-    finally:
-        wb.close()
+    numbered = [
+        (i, list(r))
+        for i, r in enumerate(workbook_rows(path, source_id=source_id, sheet=SHEET), start=1)
+        if any(c is not None and str(c).strip() != "" for c in r)
+    ]
 
     layout = (
         f"Source '{source_id}', file '{file}', sheet '{SHEET}' is not the expected layout "
