@@ -263,7 +263,8 @@ def _load_user(
 @app.command("score")
 def score_cmd(
     profile: Annotated[
-        Path | None, typer.Option(help="A profile JSON file (default: root-causes-2021)")
+        str | None,
+        typer.Option(help="A bundled profile id (see /v1/profiles) or a profile JSON file (default: root-causes-2021)"),
     ] = None,
     country: Annotated[str | None, typer.Option(help="Only this country (ISO3)")] = None,
     top: Annotated[int, typer.Option(min=1, help="Rows per country")] = 15,
@@ -280,11 +281,11 @@ def score_cmd(
 
     settings = get_settings()
     try:
-        if profile is None:
-            spec = service.profile_by_id(service.DEFAULT_PROFILE)
+        if profile is None or (profile in service.bundled_profiles() and not Path(profile).exists()):
+            spec = service.profile_by_id(profile or service.DEFAULT_PROFILE)
         else:
             try:
-                spec = Profile.model_validate(json.loads(profile.read_text(encoding="utf-8")))
+                spec = Profile.model_validate(json.loads(Path(profile).read_text(encoding="utf-8")))
             except (OSError, json.JSONDecodeError, ValidationError) as exc:
                 err.print(f"[bold red]error:[/] {profile} is not a valid profile: {exc}", highlight=False)
                 raise typer.Exit(code=2) from None
