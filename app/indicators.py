@@ -222,11 +222,17 @@ def _direct(conn: Connection, code: str, set_id: str, *, include_missing: bool =
 
 def _population(conn: Connection, set_id: str) -> pd.Series:
     """The municipal population stored on a set (the first of POPULATION_CODES that has values there)."""
+    return population(conn, set_id)[1]
+
+
+def population(conn: Connection, set_id: str) -> tuple[str | None, pd.Series]:
+    """The municipal population stored on a set, by P-code, and the indicator it comes from (the first of
+    POPULATION_CODES with values there; (None, empty) when none is stored)."""
     for code in POPULATION_CODES:
         pop = _direct(conn, code, set_id)
         if not pop.empty:
-            return pop.set_index("pcode")["value"]
-    return pd.Series(dtype="float64")
+            return code, pop.set_index("pcode")["value"].astype("float64")
+    return None, pd.Series(dtype="float64")
 
 
 def _union(flags: pd.Series) -> list[str]:

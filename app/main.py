@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
 from app import __version__
-from app.api import hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, web
+from app.api import hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, validation, web
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(scoring.router)
     app.include_router(v1.router)
     app.include_router(uploads.router)
+    app.include_router(validation.router)
     app.include_router(layers.router)
     app.include_router(hazards.router)
     app.include_router(tiles.router)
