@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,7 +24,9 @@ from app.settings import PROJECT_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = Path(__file__).parent / "browser" / "map_check.js"
 WEB_FILES = ("index.html", "map.js", "map.css", "i18n.js")
-BROWSER_TIMEOUT_S = 240
+BROWSER_TIMEOUT_S = 300
+DEFAULT = "root-causes-2021"
+REGION = "northern-triangle-2021"  # scope "region": one ranking across the three countries
 
 
 # ---- served by the app, offline
@@ -196,3 +199,87 @@ def test_filter_applies_to_map_and_table(seen: dict[str, Any]) -> None:
 def test_language_toggle(seen: dict[str, Any]) -> None:
     assert (seen["lang_before"], seen["lang_after"], seen["html_lang"]) == ("Filtros", "Filters", "en")
     assert "Pillar sub-scores" in seen["panel_en"]
+
+
+# ---- the profile selector (the regional profile next to the default)
+
+
+def _get(live_url: str, path: str, **params: str | int) -> Any:
+    """What the service itself answers, to compare the page with."""
+    r = httpx.get(f"{live_url}{path}", params=params, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_selector_lists_the_bundled_profiles(seen: dict[str, Any], live_url: str) -> None:
+    bundled = {p["id"]: p["spec"]["title"] for p in _get(live_url, "/v1/profiles")["items"]}
+    options = dict(seen["profile_options"])
+    assert REGION in options and sorted(options) == sorted(bundled)
+    assert seen["profile_options"][0][0] == DEFAULT  # the default first, and chosen
+    assert all(bundled[i] in label and i in label for i, label in options.items())
+    d = seen["profile_default"]
+    assert d["selected"] == DEFAULT and "profile=" not in d["url"] and d["rank_head"] == "#"
+    assert "Una clasificación por país" in d["scope_note"] and not d["colour_by_pcode"]
+
+
+def test_region_profile_shows_its_own_ranking(seen: dict[str, Any], live_url: str) -> None:
+    api = _get(live_url, "/v1/priorities", profile=REGION, limit=1000)
+    expected = sorted(api["items"], key=lambda i: (i["rank_region"], i["pcode"]))
+    r = seen["region"]
+    assert r["selected"] == REGION and r["profile_id"] == REGION and r["hash"] == api["profile"]["hash"]
+    # the whole table is the region's ranking, rank 1 first, whatever the country
+    assert [row[0] for row in r["rows"]] == [i["pcode"] for i in expected]
+    assert r["rows"][0] == [expected[0]["pcode"], "1", expected[0]["country"]]
+    assert [int(row[1]) for row in r["rows"]] == [i["rank_region"] for i in expected]
+    assert r["rows"][0][0] != seen["profile_default"]["rows"][0][0]
+    # the table says what the rank means, with the profile's title and its description behind "Método"
+    assert r["rank_head"] == "# región"
+    assert api["profile"]["title"] in r["scope_note"]
+    assert "Una sola clasificación para los tres países" in r["scope_note"]
+    spec = _get(live_url, f"/v1/profiles/{REGION}")["spec"]
+    assert r["method"] == spec["description"]
+    # the map is coloured from this profile's scores, the URL and the downloads name it
+    assert r["colour_by_pcode"] and r["rendered_features"] > 500
+    assert "profile=northern-triangle-2021" in r["url"]
+    assert r["csv_href"].endswith(f"/v1/priorities?profile={REGION}&format=csv")
+    assert "Puesto 1 (región)" in seen["region_panel"]
+
+
+def test_region_profile_country_filter(seen: dict[str, Any], live_url: str) -> None:
+    api = _get(live_url, "/v1/priorities", profile=REGION, country="SLV", limit=1000)
+    slv = seen["region_slv"]
+    assert {row[2] for row in slv["rows"]} == {"SLV"} and len(slv["rows"]) == api["total"]
+    # still the region's ranks, not 1…44
+    assert [int(row[1]) for row in slv["rows"]] == sorted(i["rank_region"] for i in api["items"])
+    assert "country=SLV" in slv["url"] and "profile=northern-triangle-2021" in slv["url"]
+
+
+def test_region_profile_survives_reload(seen: dict[str, Any]) -> None:
+    again = seen["region_reloaded"]
+    assert again["selected"] == REGION and again["profile_id"] == REGION
+    assert again["rows"] == seen["region"]["rows"] and again["hash"] == seen["region"]["hash"]
+
+
+def test_pillars_without_data_have_no_slider(seen: dict[str, Any]) -> None:
+    region = seen["region"]
+    assert region["sliders"] == [["I", "1"], ["migration", "0.5"]]
+    assert [p for p, _ in region["no_data_pillars"]] == ["II", "III", "IV", "V"]
+    assert all(text.endswith("sin datos") for _, text in region["no_data_pillars"])
+    default = seen["back_to_default"]
+    assert [k for k, _ in default["sliders"]] == ["I", "II", "III", "IV", "V", "migration"]
+    assert default["no_data_pillars"] == [] and default["rank_head"] == "#"
+    assert "profile=" not in default["url"] and not default["colour_by_pcode"]
+    assert default["rows"] == seen["profile_default"]["rows"]
+
+
+def test_region_scenario_posts_the_region_profile(seen: dict[str, Any]) -> None:
+    s = seen["region_scenario"]
+    assert s["posted"] and s["posted"][-1] == {
+        "scope": "region",
+        "pillars": ["I"],
+        "pillar_weights": {"I": 1},
+        "migration_weight": 0.2,
+    }
+    assert s["profile_id"] == "map-scenario" and s["hash"] != seen["region"]["hash"]
+    assert "profile=northern-triangle-2021" in s["url"] and "migration=0.2" in s["url"]
+    assert "II=" not in s["url"] and s["rank_head"] == "# región"

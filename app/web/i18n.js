@@ -19,6 +19,9 @@ window.I18N = {
     provenance: "Procedencia", boundaries: "Límites", licence: "Licencia", similar: "Municipios parecidos",
     scenario: "escenario", department: "Departamento", coverage: "cobertura de datos",
     loadError: "No se pudieron cargar los datos", rows: "filas",
+    scoringProfile: "Perfil de puntaje", method: "Método", region: "región", regionRank: "# región",
+    regionNote: "Una sola clasificación para los tres países: el puesto 1 es el puntaje más alto de la región.",
+    countryNote: "Una clasificación por país: los puntajes no se comparan entre países.",
     pillars: {
       I: "I · Inseguridad económica y clima", II: "II · Gobernanza", III: "III · Derechos humanos",
       IV: "IV · Violencia", V: "V · Violencia de género",
@@ -43,6 +46,9 @@ window.I18N = {
     provenance: "Provenance", boundaries: "Boundaries", licence: "Licence", similar: "Similar municipios",
     scenario: "scenario", department: "Department", coverage: "data coverage",
     loadError: "Could not load the data", rows: "rows",
+    scoringProfile: "Scoring profile", method: "Method", region: "region", regionRank: "# region",
+    regionNote: "One ranking across the three countries: rank 1 is the highest score in the region.",
+    countryNote: "One ranking per country: scores are not compared across countries.",
     pillars: {
       I: "I · Economic insecurity and climate", II: "II · Governance", III: "III · Human rights",
       IV: "IV · Violence", V: "V · Gender-based violence",

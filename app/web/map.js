@@ -1,10 +1,11 @@
 // The planners' map: priorities from the service's vector tiles, filters, a ranked table, a municipio panel,
-// and weight sliders that post a custom profile to /v1/scores. Vanilla JS, no build step, nothing external.
+// a choice of bundled profile, and weight sliders that post a custom profile to /v1/scores.
+// Vanilla JS, no build step, nothing external.
 "use strict";
 (() => {
   const PILLARS = ["I", "II", "III", "IV", "V"];
   const COUNTRIES = ["GTM", "HND", "SLV"];
-  const PROFILE = "root-causes-2021";
+  const PROFILE = "root-causes-2021"; // the default profile, and the one the vector tiles carry
   const SCENARIO_DRAWS = 100; // enough for an interval while sliding; the bundled profile uses 1000
   const DEBOUNCE_MS = 400;
   // Okabe-Ito: tells the five pillars apart for colour-blind readers too
@@ -29,8 +30,10 @@
       pillar: pick(params.get("pillar"), PILLARS),
       tier: pick(params.get("tier"), ["1", "2", "3"]),
     },
-    spec: null, defaults: null, weights: null, defaultHash: "", hash: "",
-    scenario: null, // {byPcode, expr} when the weights differ from the bundled profile's
+    profiles: new Map(), // the bundled profiles from /v1/profiles, by id
+    profile: PROFILE, spec: null, defaults: null, weights: null, hash: "",
+    scenario: false, // true when the weights differ from the chosen profile's: results come from POST /v1/scores
+    overlay: null, // {byPcode, expr} when the map cannot use the tiles' (default profile's) properties
     rows: [], sources: {}, catalogue: new Map(), selected: null, hoverId: null, selectedId: null, panelData: null, seq: 0, weightSeq: 0,
   };
   const t = (key) => window.I18N[state.lang][key] ?? key;
@@ -45,29 +48,40 @@
     }
     return r.json();
   }
+  // the filters, and the chosen profile when it is not the default (so default links stay short)
   const filterQuery = (extra = {}) => {
     const q = new URLSearchParams();
+    if (state.profile !== PROFILE) q.set("profile", state.profile);
     for (const [k, v] of Object.entries(state.filter)) if (v) q.set(k, v);
     for (const [k, v] of Object.entries(extra)) q.set(k, v);
     return q;
   };
+  const scenarioQuery = (extra = {}) => { // POST /v1/scores: the profile is the body, not a parameter
+    const q = filterQuery(extra);
+    q.delete("profile");
+    return q;
+  };
+  const hasPillar = (p) => Boolean(state.spec && state.spec.pillars && state.spec.pillars[p]);
+  const weightKeys = () => PILLARS.filter(hasPillar).concat("migration");
+  const regionScope = () => Boolean(state.spec && state.spec.scope === "region");
   const scenarioSpec = () => ({
-    ...state.spec, id: "map-scenario", title: "Map scenario", draws: SCENARIO_DRAWS,
-    pillar_weights: Object.fromEntries(PILLARS.map((p) => [p, state.weights[p]])),
+    ...state.spec, id: "map-scenario", title: `Map scenario (${state.profile})`, draws: SCENARIO_DRAWS,
+    pillar_weights: { ...state.spec.pillar_weights, ...Object.fromEntries(PILLARS.filter(hasPillar).map((p) => [p, state.weights[p]])) },
     migration_weight: state.weights.migration,
   });
   const post = () => ({ method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(scenarioSpec()) });
-  // the same filters against the bundled profile (GET) or the scenario (POST)
-  const scores = (q) =>
-    state.scenario ? getJSON(`v1/scores?${q}`, post()) : getJSON(`v1/priorities?${q}`);
+  // the same filters against the chosen bundled profile (GET) or the scenario (POST)
+  const scores = (extra) =>
+    state.scenario ? getJSON(`v1/scores?${scenarioQuery(extra)}`, post()) : getJSON(`v1/priorities?${filterQuery(extra)}`);
   const showError = (err) => {
     const box = $("#error");
     box.textContent = `${t("loadError")}: ${err.message}`;
     box.hidden = false;
   };
 
-  // ---- map styling: the tiles carry the bundled profile; a scenario overrides through `match` on pcode
-  const field = (name) => (state.scenario ? state.scenario.expr[name] : ["get", name]);
+  // ---- map styling: the tiles carry the default profile; another profile or a scenario overrides them
+  // through `match` on pcode
+  const field = (name) => (state.overlay ? state.overlay.expr[name] : ["get", name]);
   const scoreExpr = () => ["number", ["coalesce", field("score"), -1], -1];
   function colourExpr() {
     if (state.colour === "pillar") {
@@ -83,7 +97,7 @@
     if (tier) f.push(["==", ["number", ["coalesce", field("tier"), 0], 0], Number(tier)]);
     return f;
   }
-  function buildScenario(items) {
+  function buildOverlay(items) {
     const byPcode = new Map(items.map((i) => [i.pcode, i]));
     const ranked = items.filter((i) => i.ranked);
     const grouped = (key, values, fallback) => {
@@ -142,7 +156,7 @@
       state.hoverId = f.id;
       setState(f.id, "hover", true);
     }
-    const row = state.scenario ? state.scenario.byPcode.get(f.properties.pcode) : f.properties;
+    const row = state.overlay ? state.overlay.byPcode.get(f.properties.pcode) : f.properties;
     const score = row && row.score !== null && row.score !== undefined ? fmt(row.score, 1) : t("notRanked");
     tooltip.innerHTML = `<strong>${esc(f.properties.name)}</strong><br>${esc(t("score"))}: ${esc(score)}`;
     tooltip.style.left = `${e.point.x + 12}px`;
@@ -161,18 +175,23 @@
   // ---- the ranked table and downloads
   async function loadTable() {
     const seq = ++state.seq;
-    const body = await scores(filterQuery({ limit: 1000 }));
-    if (seq !== state.seq) return; // a newer filter or scenario has been asked for
-    state.rows = body.items;
+    const body = await scores({ limit: 1000 });
+    if (seq !== state.seq) return; // a newer filter, profile or scenario has been asked for
+    // the service lists by country, then rank; one regional ranking reads best in its own order
+    state.rows = regionScope() ? byRegionRank(body.items) : body.items;
     state.hash = body.profile.hash;
     renderTable();
     renderProfile();
   }
+  const byRegionRank = (items) =>
+    [...items].sort((a, b) => (a.rank_region ?? Infinity) - (b.rank_region ?? Infinity) || a.pcode.localeCompare(b.pcode));
+  const rankOf = (r) => (regionScope() ? r.rank_region ?? r.rank : r.rank);
   function renderTable() {
     $("#count").textContent = `(${state.rows.length} ${t("rows")})`;
+    $("#rank-head").textContent = regionScope() ? t("regionRank") : "#";
     $("#ranking tbody").innerHTML = state.rows.map((r) => `
       <tr data-pcode="${esc(r.pcode)}"${r.pcode === state.selected ? ' class="selected"' : ""}>
-        <td>${esc(r.rank ?? "–")}</td>
+        <td>${esc(rankOf(r) ?? "–")}</td>
         <td><button type="button" class="link" data-pcode="${esc(r.pcode)}">${esc(r.name)}</button></td>
         <td>${esc(r.country)}</td><td class="num">${fmt(r.score, 1)}</td>
         <td>${r.pillar ? `<span class="chip" style="background:${PILLAR_COLOURS[r.pillar]}"></span>${esc(r.pillar)}` : "–"}</td>
@@ -187,7 +206,7 @@
     if (!state.scenario) return; // the link's GET serves the bundled profile
     e.preventDefault();
     const format = e.currentTarget.id === "dl-csv" ? "csv" : "gpkg";
-    const q = filterQuery({ format });
+    const q = scenarioQuery({ format });
     const r = await fetch(url(`v1/scores?${q}`), post());
     if (!r.ok) return showError(new Error(`${r.status}`));
     const a = Object.assign(document.createElement("a"), {
@@ -213,7 +232,8 @@
     try {
       const [detail, explanation] = await Promise.all([
         getJSON(`v1/municipalities/${encodeURIComponent(pcode)}`),
-        state.scenario ? state.scenario.byPcode.get(pcode) || null : getJSON(`v1/municipalities/${encodeURIComponent(pcode)}/score`),
+        state.scenario ? state.overlay.byPcode.get(pcode) || null
+          : getJSON(`v1/municipalities/${encodeURIComponent(pcode)}/score${state.profile === PROFILE ? "" : `?${new URLSearchParams({ profile: state.profile })}`}`),
       ]);
       if (state.selected !== pcode) return;
       state.panelData = { detail, explanation };
@@ -247,7 +267,8 @@
       <p class="muted">${esc(d.pcode)} · ${esc(d.department ? d.department.name : "")} · ${esc(d.country)}
         ${state.scenario ? ` · ${esc(t("scenario"))} <code>${esc(state.hash)}</code>` : ""}</p>
       ${ranked ? `<p class="big">${esc(t("score"))} <strong>${fmt(s.score, 1)}</strong> / 100 · ${esc(t("tier"))} ${esc(s.tier)}</p>
-        <p>${esc(t("rank"))} <strong>${esc(s.rank)}</strong> (${esc(d.country)}) · ${esc(t("interval"))}: ${esc(interval)}
+        <p>${esc(t("rank"))} <strong>${esc(regionScope() ? s.rank_region ?? s.rank : s.rank)}</strong>
+          (${esc(regionScope() ? t("region") : d.country)}) · ${esc(t("interval"))}: ${esc(interval)}
           · ${esc(s.robust ? t("robust") : t("notRobust"))}<br>${esc(t("pTop"))}: ${fmt(s.p_top * 100, 0)} %</p>
         <p>${esc(t("leadPillar"))}: <strong>${esc(t("pillars")[s.pillar] || "–")}</strong></p>`
         : `<p class="big">${esc(t("notRanked"))}</p>`}
@@ -287,15 +308,48 @@
   $("#panel-close").addEventListener("click", closePanel);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("#panel").hidden) closePanel(); });
 
-  // ---- weights, scenario, URL
-  const isDefault = () => PILLARS.concat("migration").every((k) => state.weights[k] === state.defaults[k]);
+  // ---- profile, weights, scenario, URL
+  const isDefault = () => weightKeys().every((k) => state.weights[k] === state.defaults[k]);
   function renderSliders() {
+    // a pillar the profile does not list has no data in it: no slider, only the words "no data"
     const rows = PILLARS.map((p) => [p, t("pillars")[p], 5, 0.5]).concat([["migration", t("migration"), 1, 0.05]]);
-    $("#sliders").innerHTML = rows.map(([k, label, max, step]) => `
+    $("#sliders").innerHTML = rows.map(([k, label, max, step]) => (k === "migration" || hasPillar(k) ? `
       <label class="slider"><span>${esc(label)}</span>
         <input type="range" id="w-${k}" data-key="${k}" min="0" max="${max}" step="${step}" value="${state.weights[k]}">
-        <output for="w-${k}">${fmt(state.weights[k])}</output></label>`).join("");
+        <output for="w-${k}">${fmt(state.weights[k])}</output></label>` : `
+      <div class="slider off" data-pillar="${k}"><span>${esc(label)}</span><span class="nodata">${esc(t("noData"))}</span></div>`)).join("");
   }
+  // the chosen profile's spec and default weights; weights from the URL when they are given (a shared link)
+  function useProfile(id, fromURL = false) {
+    const p = state.profiles.get(id) || state.profiles.get(PROFILE);
+    state.profile = p.id;
+    state.spec = p.spec;
+    state.defaults = {
+      ...Object.fromEntries(PILLARS.filter(hasPillar).map((k) => [k, p.spec.pillar_weights[k] ?? 0])),
+      migration: p.spec.migration_weight,
+    };
+    state.weights = Object.fromEntries(Object.entries(state.defaults).map(([k, v]) =>
+      [k, fromURL ? weight(params.get(k), k === "migration" ? 1 : 5, v) : v]));
+    $("#f-profile").value = state.profile;
+  }
+  function renderProfiles() {
+    $("#f-profile").innerHTML = [...state.profiles.values()].map((p) =>
+      `<option value="${esc(p.id)}">${esc(p.spec.title || p.id)} (${esc(p.id)})</option>`).join("");
+    $("#f-profile").value = state.profile;
+  }
+  // what the ranking means: one regional ranking or one per country, and the profile's own description
+  function renderScope() {
+    if (!state.spec) return;
+    $("#scope-note").innerHTML = `<strong>${esc(state.spec.title || state.profile)}</strong>. ${
+      esc(regionScope() ? t("regionNote") : t("countryNote"))}`;
+    $("#method-text").textContent = state.spec.description || "–";
+  }
+  $("#f-profile").addEventListener("change", (e) => {
+    useProfile(e.target.value);
+    renderSliders();
+    renderScope();
+    applyWeights().catch(showError);
+  });
   let timer = null;
   function onSlide(e) {
     const k = e.target.dataset.key;
@@ -312,19 +366,24 @@
     renderSliders();
     applyWeights().catch(showError);
   });
+  // the whole map for the chosen profile and weights: the default profile straight from the tiles, another
+  // bundled profile from GET /v1/priorities, a scenario from POST /v1/scores
   async function applyWeights() {
     updateURL();
     busy(+1);
     try {
       const mine = ++state.weightSeq;
-      if (isDefault()) {
-        state.scenario = null;
-      } else {
+      const scenario = !isDefault();
+      let overlay = null;
+      if (scenario || state.profile !== PROFILE) {
         const q = new URLSearchParams({ limit: 1000 });
-        const body = await getJSON(`v1/scores?${q}`, post());
-        if (mine !== state.weightSeq) return; // the sliders moved on while this one was computed
-        state.scenario = buildScenario(body.items);
+        if (!scenario) q.set("profile", state.profile);
+        const body = scenario ? await getJSON(`v1/scores?${q}`, post()) : await getJSON(`v1/priorities?${q}`);
+        overlay = buildOverlay(body.items);
       }
+      if (mine !== state.weightSeq) return; // the sliders or the profile moved on while this one was computed
+      state.scenario = scenario;
+      state.overlay = overlay;
       restyle();
       await loadTable();
       if (state.selected) await select(state.selected, state.selectedId);
@@ -343,12 +402,12 @@
     const q = filterQuery();
     if (state.lang === "en") q.set("lang", "en");
     if (state.colour === "pillar") q.set("color", "pillar");
-    if (!isDefault()) for (const k of PILLARS.concat("migration")) q.set(k, state.weights[k]);
+    if (!isDefault()) for (const k of weightKeys()) q.set(k, state.weights[k]);
     history.replaceState(null, "", `${location.pathname}${q.toString() ? `?${q}` : ""}`);
     $("#share").href = location.href;
   }
   function renderProfile() {
-    $("#profile-id").textContent = state.scenario ? "map-scenario" : PROFILE;
+    $("#profile-id").textContent = state.scenario ? "map-scenario" : state.profile;
     $("#profile-hash").textContent = state.hash;
   }
 
@@ -369,6 +428,7 @@
     $("#map").setAttribute("aria-label", t("mapLabel"));
     $("#panel-close").setAttribute("aria-label", t("close"));
     renderSliders();
+    renderScope();
     renderLegend();
     renderTable();
     if (state.panelData && !$("#panel").hidden) renderPanel();
@@ -394,15 +454,15 @@
   }
 
   async function init() {
-    const [profile, sources, catalogue] = await Promise.all(
-      [`v1/profiles/${PROFILE}`, "v1/sources", "v1/indicators"].map((path) => getJSON(path)));
+    const [profiles, sources, catalogue] = await Promise.all(
+      ["v1/profiles", "v1/sources", "v1/indicators"].map((path) => getJSON(path)));
     state.catalogue = new Map(catalogue.items.map((i) => [i.code, i]));
-    state.spec = profile.spec;
-    state.defaultHash = profile.hash;
     state.sources = Object.fromEntries(sources.items.map((s) => [s.id, s]));
-    state.defaults = { ...profile.spec.pillar_weights, migration: profile.spec.migration_weight };
-    state.weights = Object.fromEntries(Object.entries(state.defaults).map(([k, v]) =>
-      [k, weight(params.get(k), k === "migration" ? 1 : 5, v)]));
+    // the default first, the others as the service lists them
+    const items = [...profiles.items].sort((a, b) => (b.id === PROFILE) - (a.id === PROFILE));
+    state.profiles = new Map(items.map((p) => [p.id, p]));
+    renderProfiles();
+    useProfile(params.get("profile"), true); // an unknown id falls back to the default
     applyLanguage();
     if (!map.loaded()) await new Promise((resolve) => map.once("load", resolve));
     await applyWeights();

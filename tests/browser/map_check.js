@@ -1,6 +1,7 @@
 // Drive the map page in a real headless Chromium and print what was seen as JSON on stdout.
 // Usage: node map_check.js BASE_URL SCREENSHOT_DIR USER_DATA_DIR [CHROMIUM]
-// Screenshots: map-overview.png (the bundled profile, the whole region) and map-scenario.png (the end).
+// Screenshots: map-overview.png (the bundled profile, the whole region), map-scenario.png (the end of the
+// main walk) and map-region.png (the regional profile northern-triangle-2021).
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -33,6 +34,29 @@ async function openMap(context, path, out) {
 }
 const firstRows = (page) => page.$$eval("#ranking tbody tr", (rows) => rows.slice(0, 10).map((r) => r.dataset.pcode));
 const idle = (page) => page.waitForFunction(() => !document.body.dataset.busy && window.raices.map.loaded());
+const REGION = "northern-triangle-2021";
+
+// What the page shows for the chosen profile: selector, table (all rows), sliders, notes, map colours.
+const profileView = (page) => page.evaluate(() => {
+  const map = window.raices.map;
+  const rendered = map.queryRenderedFeatures({ layers: ["fill"] });
+  return {
+    selected: document.querySelector("#f-profile").value,
+    rows: [...document.querySelectorAll("#ranking tbody tr")].map((r) => [r.dataset.pcode, r.cells[0].textContent, r.cells[2].textContent]),
+    rank_head: document.querySelector("#rank-head").textContent,
+    scope_note: document.querySelector("#scope-note").textContent,
+    method: document.querySelector("#method-text").textContent,
+    profile_id: document.querySelector("#profile-id").textContent,
+    hash: document.querySelector("#profile-hash").textContent,
+    sliders: [...document.querySelectorAll("#sliders input[type=range]")].map((i) => [i.dataset.key, i.value]),
+    no_data_pillars: [...document.querySelectorAll("#sliders .slider.off")].map((d) => [d.dataset.pillar, d.textContent.trim()]),
+    csv_href: document.querySelector("#dl-csv").getAttribute("href"),
+    url: location.href,
+    // the colour of a rendered municipio comes from the profile's own scores (a match on pcode), not the tiles
+    colour_by_pcode: JSON.stringify(map.getPaintProperty("fill", "fill-color")).includes('["get","pcode"]'),
+    rendered_features: rendered.length,
+  };
+});
 
 (async () => {
   const out = { console_errors: [], external_requests: [], failed_responses: [], timings: {} };
@@ -140,9 +164,9 @@ const idle = (page) => page.waitForFunction(() => !document.body.dataset.busy &&
 
     // colour by lead pillar, the language toggle, then open GT0101 again for the picture
     await page.check("input[name=color][value=pillar]");
-    out.lang_before = await page.textContent("#side h2");
+    out.lang_before = await page.textContent("h2[data-i18n=filters]");
     await page.click("#lang");
-    out.lang_after = await page.textContent("#side h2");
+    out.lang_after = await page.textContent("h2[data-i18n=filters]");
     out.html_lang = await page.getAttribute("html", "lang");
     await page.evaluate(() => window.raices.map.fitBounds([-92.25, 12.98, -83.16, 17.82],
       { animate: false, padding: { top: 16, bottom: 16, left: 16, right: 420 } })); // the keyboard step moved it
@@ -153,6 +177,57 @@ const idle = (page) => page.waitForFunction(() => !document.body.dataset.busy &&
     out.panel_en = await page.evaluate(() => [...document.querySelectorAll("#panel h3")].map((h) => h.textContent));
     await idle(page);
     await page.screenshot({ path: out.screenshots[1] });
+
+    // the profile selector: the regional profile re-reads table, colours, panel and sliders
+    const t2 = Date.now();
+    const region = await openMap(context, "/map", out);
+    await idle(region);
+    out.profile_options = await region.$$eval("#f-profile option", (os) => os.map((o) => [o.value, o.textContent]));
+    out.profile_default = await profileView(region);
+    const posted = [];
+    region.on("request", (r) => { if (r.method() === "POST" && r.url().includes("/v1/scores")) posted.push(r.postDataJSON()); });
+    await region.selectOption("#f-profile", REGION);
+    await region.waitForFunction((id) => document.querySelector("#profile-id").textContent === id, REGION);
+    await idle(region);
+    out.timings.region_ms = Date.now() - t2;
+    out.region = await profileView(region);
+    // the panel of the region's first municipio says its region rank
+    await region.click("#ranking tbody tr:first-child button");
+    await region.waitForFunction((pcode) => document.querySelector("#panel-body").textContent.includes(pcode), out.region.rows[0][0]);
+    out.region_panel = await region.evaluate(() => document.querySelector("#panel-body").innerText);
+    await region.keyboard.press("Escape");
+    // the country filter still filters, keeping the region ranks
+    await region.selectOption("#f-country", "SLV");
+    await region.waitForFunction(() => [...document.querySelectorAll("#ranking tbody tr td:nth-child(3)")].every((td) => td.textContent === "SLV"));
+    await idle(region);
+    out.region_slv = await profileView(region);
+    await region.selectOption("#f-country", "");
+    await region.evaluate(() => window.raices.map.fitBounds([-92.25, 12.98, -83.16, 17.82], { animate: false, padding: 16 }));
+    await idle(region);
+    await region.screenshot({ path: path.join(shots, "map-region.png") });
+    out.screenshots.push(path.join(shots, "map-region.png"));
+    // reloading the page's URL keeps the profile
+    await region.reload();
+    await region.waitForFunction(() => window.raices && window.raices.state.hash);
+    await region.evaluate(() => window.raices.ready);
+    await idle(region);
+    out.region_reloaded = await profileView(region);
+    // a weight scenario posts the regional profile's spec with the new weight
+    await region.evaluate(() => {
+      const el = document.querySelector("#w-migration");
+      el.value = "0.2";
+      el.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+    await region.waitForFunction(() => document.querySelector("#profile-id").textContent === "map-scenario");
+    await idle(region);
+    out.region_scenario = { ...(await profileView(region)), posted: posted.map((b) =>
+      ({ scope: b.scope, pillars: Object.keys(b.pillars), pillar_weights: b.pillar_weights, migration_weight: b.migration_weight })) };
+    // and back to the default profile: its own sliders, ranks per country, the tiles' colours
+    await region.selectOption("#f-profile", "root-causes-2021");
+    await region.waitForFunction(() => document.querySelector("#profile-id").textContent === "root-causes-2021");
+    await idle(region);
+    out.back_to_default = await profileView(region);
+    await region.close();
     out.timings.total_ms = Date.now() - t0;
   } catch (err) {
     out.error = String(err && err.stack ? err.stack : err);
