@@ -205,6 +205,13 @@ def test_sensitivity(client: TestClient) -> None:
     factors = {f["factor"] for f in body["factors"]}
     assert "migration_weight" in factors and len(factors) >= 3
     assert client.get("/v1/sensitivity", params={"method": "magic"}).status_code == 422
+    shares = body["variance_shares"]
+    by_source = {s["source"]: s for s in shares["sources"]}
+    assert set(by_source) == {"weights", "normaliser", "aggregation", "missing", "exclusion", "sampling"}
+    assert sum(s["share"] for s in shares["sources"]) == pytest.approx(1.0, abs=1e-3)
+    # Honduras' survey estimates carry their effective sample, and municipios lack values: both sources act
+    assert by_source["sampling"]["applies"] and by_source["missing"]["applies"]
+    assert all(s["variance"] >= 0 for s in shares["sources"]) and shares["joint_variance"] > 0
 
 
 def test_scores_recomputed_when_data_change(fresh: Any, tmp_path: Any) -> None:
@@ -239,6 +246,8 @@ def test_cli_score_prints_a_table(fresh: Any, monkeypatch: pytest.MonkeyPatch, t
         result = CliRunner().invoke(cli.app, ["score", "--profile", str(spec), "--top", "3"])
         assert result.exit_code == 0, result.output
         assert "GTM" in result.output and "crime-first" in result.output
+        bundled = CliRunner().invoke(cli.app, ["score", "--profile", "northern-triangle-2021", "--top", "2"])
+        assert bundled.exit_code == 0 and "northern-triangle-2021" in bundled.output, bundled.output
         bad = tmp_path / "bad.json"
         bad.write_text('{"pillars": {"IV": []}}')
         result = CliRunner().invoke(cli.app, ["score", "--profile", str(bad)])
@@ -267,3 +276,31 @@ def test_pillar_ranks_and_rank_by(client: TestClient) -> None:
     for i in items:
         if i["pillar"] is not None:
             assert i["pillar_ranks"][i["pillar"]] is not None
+
+
+def test_northern_triangle_is_one_ranking_on_comparable_indicators(client: TestClient, engine: Engine) -> None:
+    nt = client.get("/v1/profiles/northern-triangle-2021").json()["spec"]
+    assert nt["scope"] == "region" and set(nt["pillars"]) == {"I"}
+    codes = [i["code"] for i in nt["migration"]] + [i["code"] for p in nt["pillars"].values() for i in p]
+    with engine.connect() as conn:  # every indicator it uses has values in each of the three countries
+        countries = dict(
+            conn.execute(
+                text("""
+            SELECT o.indicator_code, array_agg(DISTINCT b.country ORDER BY b.country) FROM observations o
+            JOIN boundary_sets b ON b.id = o.boundary_set_id WHERE o.indicator_code = ANY(:c) GROUP BY 1"""),
+                {"c": codes},
+            ).all()
+        )
+    assert {c: sorted(countries.get(c, [])) for c in codes} == dict.fromkeys(codes, ["GTM", "HND", "SLV"])
+    body = client.get("/v1/priorities", params={"profile": "northern-triangle-2021", "limit": 1000}).json()
+    items = body["items"]
+    ranks = [i["rank"] for i in items]
+    assert ranks == sorted(ranks) and ranks[0] == 1  # one regional order, not one per country
+    assert all(i["rank_region"] == i["rank"] for i in items)
+    order = [i["country"] for i in items]
+    assert order != sorted(order)  # countries interleave: the list is not grouped by country
+    assert all(all(i["pillar_scores"][p] is None for p in ("II", "III", "IV", "V")) for i in items)
+    assert len({i["country"] for i in items}) == 3
+    # the country-scoped default has no regional rank: its scores are not comparable across countries
+    default = client.get("/v1/priorities", params={"limit": 50}).json()["items"]
+    assert all(i["rank_region"] is None for i in default)

@@ -342,6 +342,7 @@ def test_output_shape_and_types() -> None:
         "driver_coverage",
         "not_ranked_reason",
         "top_indicators",
+        "local_score",
     ]
     assert list(out.columns) == expected
     assert list(out.index) == ["u0", "u1", "u2"]

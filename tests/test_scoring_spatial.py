@@ -363,3 +363,45 @@ def test_real_gtm_hotspots(gtm: gpd.GeoDataFrame) -> None:
     assert result.loc["GT0101", "label"] == "hot"  # Guatemala City, at the planted peak
     assert result.loc["GT1701", "label"] != "hot"  # Flores, Petén: far north
     assert result["label"].isin(["hot", "cold", "not significant"]).all()
+
+
+# --- hot spots of the score read only what varies within departments ---------------------------------
+
+
+def test_a_department_block_is_not_a_hot_spot_of_the_local_score() -> None:
+    from app.scoring.engine import Matrix, score
+    from app.scoring.profile import Profile
+
+    frame = grid(np.zeros((SIZE, SIZE)))
+    keys = pd.Index(frame["key"])
+    half = SIZE // 2
+    dept = pd.Series(
+        [f"D{int(r >= half)}{int(c >= half)}" for r, c in zip(frame["row"], frame["col"], strict=True)],
+        index=keys,
+    )
+    values = pd.DataFrame(
+        {
+            "dept_level": np.where(dept == "D00", 100.0, 0.0),  # one department runs high, as a block
+            "local": np.random.default_rng(3).uniform(40, 60, len(keys)),  # municipal noise
+        },
+        index=keys,
+    )
+    m = Matrix(values, pd.Series("GTM", index=keys), {"dept_level": 1, "local": 1}, department=dept)
+    p = Profile(pillars={"I": [{"code": "dept_level"}], "II": [{"code": "local"}]}, draws=0)
+    out = score(m, p)
+    frame["local_score"] = out["local_score"].to_numpy()
+    in_block = (dept == "D00").to_numpy()
+    frame["score"] = out["score"].to_numpy()
+    composite = hotspots(frame, "score", permutations=999)
+    local = hotspots(frame, "local_score", permutations=999)
+    assert (composite["label"].to_numpy()[in_block] == "hot").sum() >= 10  # the block lights up on the score
+    assert (local["label"] == "hot").sum() == 0  # but it is no cluster of municipios
+    # the local score is the score without the department-constant indicator: changing it changes nothing
+    values["dept_level"] = np.where(dept == "D11", 50.0, 0.0)
+    again = score(Matrix(values, m.country, m.directions, department=dept), p)
+    np.testing.assert_allclose(again["local_score"], out["local_score"])
+    # a department's figure standing in for its municipios is department-constant too
+    stand_in = pd.DataFrame({"dept_level": True, "local": False}, index=keys)
+    values["dept_level"] = np.arange(len(keys), dtype=float)  # varies, but marked as department figures
+    fallback = score(Matrix(values, m.country, m.directions, stand_in, department=dept), p)
+    np.testing.assert_allclose(fallback["local_score"], out["local_score"])

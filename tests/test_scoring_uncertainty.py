@@ -11,7 +11,15 @@ import pytest
 from app.errors import InvalidParameter
 from app.scoring.engine import Matrix, layout, score
 from app.scoring.profile import Profile
-from app.scoring.uncertainty import rank_uncertainty, sample_draws, sensitivity
+from app.scoring.uncertainty import (
+    MISSING_TREATMENTS,
+    SOURCES,
+    draw_ranks,
+    rank_uncertainty,
+    rank_variance_shares,
+    sample_draws,
+    sensitivity,
+)
 
 
 def synthetic(n: int, k: int, seed: int = 0, missing: float = 0.1) -> tuple[Matrix, Profile]:
@@ -47,8 +55,9 @@ def test_seeded_runs_are_identical() -> None:
 def test_draws_follow_the_documented_distributions() -> None:
     _, p = synthetic(10, 8)
     p = p.model_copy(update={"draws": 4000, "migration_weight": 0.3})
-    d = sample_draws(layout(p), p)
-    assert set(np.unique(d.normaliser)) == {0, 1, 2} and set(np.unique(d.aggregation)) == {0, 1}
+    d = sample_draws(layout(p), p, [s for s in SOURCES if s != "exclusion"])
+    assert set(np.unique(d.normaliser)) == {0, 1, 2} and set(np.unique(d.aggregation)) == {1, 2}
+    assert set(np.unique(d.missing)) == {0, 1, 2} and (d.excluded == -1).all()
     assert d.migration_weight.mean() == pytest.approx(p.migration_weight, abs=0.01)
     lay = layout(p)
     np.testing.assert_allclose(d.pillar_weights.sum(axis=1), 1.0)
@@ -177,3 +186,83 @@ def test_unknown_sensitivity_method() -> None:
     m, p = sensitivity_case()
     with pytest.raises(InvalidParameter):
         sensitivity(m, p, method="morris")
+
+
+def test_each_draw_leaves_out_at_most_one_indicator_uniformly() -> None:
+    _, p = synthetic(10, 8)
+    p = p.model_copy(update={"draws": 9000})
+    lay = layout(p)
+    d = sample_draws(lay, p, ["exclusion"])
+    counts = np.bincount(d.excluded + 1, minlength=len(lay.codes) + 1) / p.draws
+    np.testing.assert_allclose(counts, 1 / (len(lay.codes) + 1), atol=0.01)
+    for row, j in enumerate(d.excluded[:200]):
+        expected = lay.indicator_weights.copy()
+        if j >= 0:
+            expected[j] = 0.0
+        np.testing.assert_array_equal(d.indicator_weights[row], expected)
+
+
+def test_sources_that_do_not_vary_hold_their_nominal_value() -> None:
+    _, p = synthetic(10, 8)
+    p = p.model_copy(update={"missing": "reweight"})
+    lay = layout(p)
+    d = sample_draws(lay, p, ["weights"], survey_values=3)
+    assert (d.normaliser == 0).all() and (d.aggregation == 0).all() and (d.excluded == -1).all()
+    assert (d.missing == MISSING_TREATMENTS.index("reweight")).all() and (d.noise == 0).all()
+    assert d.noise.shape == (p.draws, 3)
+    same = sample_draws(lay, p, ["weights", "normaliser"])
+    np.testing.assert_array_equal(d.pillar_weights, same.pillar_weights)  # a source's draws don't shift
+    with pytest.raises(InvalidParameter, match="unknown uncertainty sources"):
+        sample_draws(lay, p, ["colour"])
+
+
+def test_no_source_varying_reproduces_the_nominal_ranks() -> None:
+    m, p = synthetic(90, 9, seed=2, missing=0.2)
+    m = survey_matrix(m, n=12.0)
+    nominal = score(m, p)
+    ranks, _, ranked = draw_ranks(m, p, nominal, sources=())
+    expected = nominal["rank"][ranked].to_numpy(dtype=np.int64)
+    assert (ranks == expected[:, None]).all()
+
+
+def survey_matrix(m: Matrix, n: float, column: str = "x00", scale: float | None = None) -> Matrix:
+    """The same matrix with every value of one column a survey estimate with effective sample n."""
+    sizes = pd.DataFrame(np.nan, index=m.values.index, columns=m.values.columns)
+    sizes[column] = np.where(m.values[column].notna(), n, np.nan)
+    return Matrix(m.values, m.country, m.directions, sample_size=sizes, scales={column: scale})
+
+
+def test_sampling_error_moves_ranks_by_the_size_of_the_sample() -> None:
+    m, p = synthetic(120, 6, seed=7, missing=0.0)
+    p = p.model_copy(update={"draws": 400})
+    nominal = score(m, p)
+    spread = {}
+    for n in (4.0, 400.0, 4e8):
+        ranks, _, _ = draw_ranks(survey_matrix(m, n), p, nominal, sources=("sampling",))
+        spread[n] = float(ranks.var(axis=1).mean())
+    assert spread[4.0] > spread[400.0] > spread[4e8]
+    assert spread[4e8] < 1e-3  # an exact census does not move
+
+
+def test_missing_treatment_only_matters_where_values_are_missing() -> None:
+    full, p = synthetic(80, 8, seed=4, missing=0.0)
+    gappy, _ = synthetic(80, 8, seed=4, missing=0.25)
+    for m, moves in ((full, False), (gappy, True)):
+        ranks, _, _ = draw_ranks(m, p, score(m, p), sources=("missing",))
+        assert bool((ranks.var(axis=1) > 0).any()) is moves
+
+
+def test_variance_shares_name_the_source_that_moves_ranks() -> None:
+    m, p = synthetic(100, 6, seed=9, missing=0.0)
+    p = p.model_copy(update={"draws": 300})
+    shares = rank_variance_shares(survey_matrix(m, 2.0, column="x03"), p)
+    precise = rank_variance_shares(survey_matrix(m, 2000.0, column="x03"), p)
+    assert list(shares.index) == [*SOURCES, "all"]
+    assert shares.loc[list(SOURCES), "share"].sum() == pytest.approx(1.0)
+    assert shares.loc["sampling", "share"] > 5 * precise.loc["sampling", "share"] > 0
+    others = [s for s in SOURCES if s != "sampling"]  # they do not depend on the sample size
+    np.testing.assert_allclose(shares.loc[others, "variance"], precise.loc[others, "variance"])
+    assert shares.loc["missing", "variance"] == 0.0 and not shares.loc["missing", "applies"]
+    assert shares.loc["all", "variance"] > shares.loc[list(SOURCES), "variance"].max()
+    none = rank_variance_shares(m, p)  # no survey values: sampling cannot act
+    assert none.loc["sampling", "variance"] == 0.0 and not none.loc["sampling", "applies"]

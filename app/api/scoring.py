@@ -279,7 +279,11 @@ def list_zones(
     )
 
 
-@router.get("/sensitivity", summary="How much each weight moves the ranking (Sobol' or one-at-a-time)")
+@router.get(
+    "/sensitivity",
+    summary="How much each weight moves the ranking (Sobol' or one-at-a-time), and the share of rank variance "
+    "due to each source of uncertainty",
+)
 def get_sensitivity(
     request: Request,
     conn: ConnDep,
@@ -287,7 +291,9 @@ def get_sensitivity(
     method: Annotated[str, Query(pattern="^(sobol|oat)$")] = "sobol",
     set: SetQ = None,
 ) -> ORJSONResponse:
-    """Per weight (migration and each pillar), its influence on the ranking, stored with the run."""
+    """Per weight (migration and each pillar), its influence on the ranking; and `variance_shares`: the share
+    of rank variance due to each source of uncertainty the Monte Carlo draws (weights, normaliser,
+    aggregation, missing-data treatment, one indicator left out, survey sampling error). Stored with the run."""
     p = service.profile_by_id(profile)
     run = service.ensure_run(_engine(request), p, _sets(set))
     if method not in ("sobol", "oat"):

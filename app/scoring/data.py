@@ -9,9 +9,10 @@ from sqlalchemy import Connection, text
 
 from app import indicators
 from app.errors import InvalidParameter, InvalidProfile
-from app.ingest.layers import OUT_OF_RANGE
+from app.ingest.layers import OUT_OF_RANGE, SMALL_SAMPLE
 from app.scoring.engine import Matrix
 from app.scoring.profile import Profile
+from app.scoring.survey import proportion_scale
 
 
 @dataclass
@@ -48,7 +49,7 @@ def data_version(conn: Connection) -> str:
 def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
     """Values of the profile's indicators on the given sets (direct, through the crosswalk, or a department's
     value for its municipios); values flagged out of range are left out."""
-    known = {r.code: r for r in conn.execute(text("SELECT code, direction FROM indicators"))}
+    known = {r.code: r for r in conn.execute(text("SELECT code, direction, unit FROM indicators"))}
     missing = [i.code for i in profile.indicators() if i.code not in known]
     if missing:
         raise InvalidProfile(f"Unknown indicators {missing}; the catalogue is at /v1/indicators.")
@@ -70,10 +71,14 @@ def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
     values = pd.DataFrame(index=units.index, dtype="float64")
     periods = pd.DataFrame(index=units.index, dtype="object")
     fallback = pd.DataFrame(index=units.index, dtype="bool")
+    sample_size = pd.DataFrame(index=units.index, dtype="float64")
+    small = pd.DataFrame(index=units.index, dtype="bool")
     for spec in profile.indicators():
         col = pd.Series(float("nan"), index=units.index)
         per = pd.Series(None, index=units.index, dtype="object")
         dep = pd.Series(False, index=units.index)
+        n = pd.Series(float("nan"), index=units.index)
+        tiny = pd.Series(False, index=units.index)
         for set_id in set_ids:
             for item in indicators.values(conn, spec.code, set_id=set_id):
                 if OUT_OF_RANGE in item["flags"]:
@@ -81,11 +86,25 @@ def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
                 key = f"{item['boundary_set']}/{item['pcode']}"
                 if item["level"] == 2 and key in col.index:
                     col[key], per[key] = item["value"], item["period"]
+                    if item["sample_size"] is not None:
+                        n[key], tiny[key] = item["sample_size"], SMALL_SAMPLE in item["flags"]
                 elif item["level"] == 1:  # a department's value stands for each of its municipios
                     hit = parent_key == key
                     col[hit], per[hit], dep[hit] = item["value"], item["period"], True
         values[spec.code] = col
         periods[spec.code] = per
         fallback[spec.code] = dep
+        sample_size[spec.code] = n
+        small[spec.code] = tiny
     directions = {code: int(row.direction) for code, row in known.items()}
-    return ScoringData(Matrix(values, units["country"], directions, fallback), periods, units)
+    matrix = Matrix(
+        values,
+        units["country"],
+        directions,
+        fallback,
+        sample_size=sample_size,
+        small=small,
+        department=parent_key,
+        scales={i.code: proportion_scale(known[i.code].unit) for i in profile.indicators()},
+    )
+    return ScoringData(matrix, periods, units)

@@ -53,6 +53,10 @@ Semantics (the profile, `app.scoring.profile`, is the spec; the choices made whe
 - Contributions: an available indicator's effective final weight (its re-weighted within-component
   weight × its component's re-weighted final weight) × its normalised value × 100. For arithmetic
   aggregation they sum to the score; for geometric they are the same formula and only approximate.
+- Local score (`local_score`, the input of the Gi* hot spots): the score recomputed with the profile's own
+  treatment after leaving out every cell that cannot vary within a department (`department_constant`: the
+  department figures standing in for municipios, and indicators constant within each department of the
+  group), so that a hot spot is a cluster of municipios, not a department block repeated.
 - Pillar ranks and tags: sub-scores of different pillars are not on comparable scales (an inverted
   management index runs high everywhere), so tags are read from within-group percentiles, not from raw
   sub-scores. Per scope group and pillar, over the units with data for that pillar: `pillar_rank` is the
@@ -67,7 +71,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,6 +82,7 @@ from scipy.stats import rankdata
 
 from app.errors import InvalidParameter
 from app.scoring.profile import PILLARS, Aggregation, IndicatorWeight, Normaliser, Profile
+from app.scoring.survey import Survey, treat
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -94,12 +99,32 @@ TOP_INDICATORS = 5
 @dataclass
 class Matrix:
     """Indicator values per unit, each unit's country (ISO3) and the catalogue direction of each indicator;
-    `fallback` marks values that are a department's figure standing in for its municipios."""
+    `fallback` marks values that are a department's figure standing in for its municipios. For survey
+    estimates: `sample_size` (Kish effective sample per value), `small` (the small_sample flag per value) and
+    `scales` (100 for a percentage, 1 for a 0–1 share, None for a rate; see `app.scoring.survey`).
+    `department` is each unit's department key (empirical Bayes priors, department-constant inputs)."""
 
     values: pd.DataFrame
     country: pd.Series
     directions: dict[str, int]
     fallback: pd.DataFrame | None = None
+    sample_size: pd.DataFrame | None = None
+    small: pd.DataFrame | None = None
+    department: pd.Series | None = None
+    scales: dict[str, float | None] = field(default_factory=dict)
+
+    def survey(self, profile: Profile) -> Survey:
+        """The profile's indicator values after its small-sample treatment, with survey standard errors."""
+        codes = [i.code for i in profile.indicators()]
+        return treat(
+            self.values[codes],
+            self.sample_size,
+            self.small,
+            self.department,
+            self.country,
+            self.scales,
+            profile.small_samples,
+        )
 
 
 @dataclass(frozen=True)
@@ -197,7 +222,7 @@ def normalise(
         )
     items = profile.indicators()
     codes = [i.code for i in items]
-    raw = matrix.values[codes].to_numpy(dtype=np.float64, copy=True)
+    raw = matrix.survey(profile).values[codes].to_numpy(dtype=np.float64, copy=True)
     raw[~np.isfinite(raw)] = np.nan
     out = np.full_like(raw, np.nan)
     groups = scope_groups(matrix, profile)
@@ -244,32 +269,39 @@ def _normalise_column(x: FloatArray, item: IndicatorWeight, direction: int, meth
     """One indicator in one scope group: outlier treatment, direction, then the normaliser."""
     ok = ~np.isnan(x)
     out = np.full_like(x, np.nan)
-    if not ok.any():
-        return out
-    v = x[ok]
+    if ok.any():
+        out[ok] = normalise_block(x[ok, None], item, direction, method)[:, 0]
+    return out
+
+
+def normalise_block(v: FloatArray, item: IndicatorWeight, direction: int, method: Normaliser) -> FloatArray:
+    """`_normalise_column` for the units with a value (rows, no NaN) under several draws of the values at once
+    (columns): each column is treated and normalised on its own."""
+    lo: Any
+    hi: Any
     lo, hi = item.goalposts if (method == "goalposts" and item.goalposts) else (math.nan, math.nan)
     if item.outliers == "winsorise" and item.winsor_fraction > 0:
-        q_lo, q_hi = np.quantile(v, [item.winsor_fraction, 1 - item.winsor_fraction])
+        q_lo, q_hi = np.quantile(v, [item.winsor_fraction, 1 - item.winsor_fraction], axis=0)
         v = np.clip(v, q_lo, q_hi)
     elif item.outliers == "log":
-        shift = float(v.min()) if method != "goalposts" else min(float(v.min()), lo, hi)
+        shift = v.min(axis=0) if method != "goalposts" else np.minimum(v.min(axis=0), min(lo, hi))
         v = np.log1p(v - shift)
-        lo, hi = math.log1p(lo - shift), math.log1p(hi - shift)
+        lo, hi = np.log1p(lo - shift), np.log1p(hi - shift)
     if method == "goalposts":
         g = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
-        out[ok] = g if direction == 1 else 1.0 - g
-        return out
+        return np.asarray(g if direction == 1 else 1.0 - g, dtype=np.float64)
     v = v * direction
+    n = v.shape[0]
     if method == "minmax":
-        span = float(v.max() - v.min())
-        out[ok] = (v - v.min()) / span if span > 0 else 0.5
-    elif method == "rank":
-        n = len(v)
-        out[ok] = (rankdata(v, method="average") - 1.0) / (n - 1) if n > 1 else 0.5
-    else:
-        sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-        out[ok] = ndtr((v - v.mean()) / sd) if sd > 0 else 0.5
-    return out
+        low = v.min(axis=0)
+        span = v.max(axis=0) - low
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(span > 0, (v - low) / np.where(span > 0, span, 1.0), 0.5)
+    if method == "rank":
+        return (rankdata(v, method="average", axis=0) - 1.0) / (n - 1) if n > 1 else np.full_like(v, 0.5)
+    sd = np.std(v, ddof=1, axis=0) if n > 1 else np.zeros(v.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, ndtr((v - v.mean(axis=0)) / np.where(sd > 0, sd, 1.0)), 0.5)
 
 
 def _to_space(x: FloatArray, how: Aggregation) -> FloatArray:
@@ -308,13 +340,21 @@ def _aggregate(
     within: Aggregation,
     across: Aggregation,
     explain: bool,
+    overrides: dict[int, FloatArray] | None = None,
 ) -> Aggregate:
-    """The aggregation itself, component by component on (n, D) arrays; sub-scores kept when explaining."""
+    """The aggregation itself, component by component on (n, D) arrays; sub-scores kept when explaining.
+    `overrides` maps an indicator's column to its values under each draw (n × D), for values that vary by draw
+    (survey estimates perturbed within their sampling error); they must be present where x is."""
     wi, wp, mw = weights
     n, d, n_comp = x.shape[0], wi.shape[0], len(lay.components)
     present = ~np.isnan(x)
     values = np.where(present, _to_space(x, within), 0.0)
     mask = present.astype(np.float64)
+    # per overridden column, the change from the nominal value in aggregation space, under each draw
+    delta = {
+        j: np.where(present[:, j, None], _to_space(np.nan_to_num(v), within), 0.0) - values[:, j, None]
+        for j, v in (overrides or {}).items()
+    }
     subs = np.full((n_comp if explain else 0, n, d), np.nan)
     pillar = 0
     mig_space = drv_num = drv_den = np.zeros((n, d))
@@ -322,6 +362,9 @@ def _aggregate(
     for c, idx in enumerate(lay.members):
         w = np.ascontiguousarray(wi[:, idx].T)
         num, den = values[:, idx] @ w, mask[:, idx] @ w
+        for j, change in delta.items():
+            if idx.start <= j < idx.stop:
+                num = num + change * w[j - idx.start][None, :]
         has = den > 0
         # without data num is 0 too (absent values are zeroed), so the mean comes out 0 and is masked later
         mean = num / np.maximum(den, np.finfo(np.float64).tiny)
@@ -379,10 +422,13 @@ def final_scores(
     migration_weight: FloatArray | float | None = None,
     within: Aggregation = "arithmetic",
     across: Aggregation = "arithmetic",
+    overrides: dict[int, FloatArray] | None = None,
 ) -> FloatArray:
-    """Final scores (0–1) of n units × D weight draws: `aggregate` without the explanation."""
+    """Final scores (0–1) of n units × D weight draws: `aggregate` without the explanation (see `_aggregate`
+    for `overrides`)."""
     weights = _broadcast_weights(lay, indicator_weights, pillar_weights, migration_weight)
-    return _aggregate(np.asarray(normalised, np.float64), lay, weights, within, across, explain=False).final
+    x = np.asarray(normalised, np.float64)
+    return _aggregate(x, lay, weights, within, across, explain=False, overrides=overrides).final
 
 
 def rank_desc(scores: FloatArray, groups: IntArray) -> IntArray:
@@ -484,6 +530,42 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     out["driver_coverage"] = drivers
     out["not_ranked_reason"] = pd.Series(reason, index=out.index, dtype=object)
     out["top_indicators"] = _top_indicators(matrix, lay, x, comp_w, ~np.isnan(raw))
+    local = raw.copy()
+    local[department_constant(matrix, lay, raw, groups)] = np.nan
+    out["local_score"] = (
+        final_scores(
+            fill_missing(local, groups, profile.missing),
+            lay,
+            within=profile.aggregation_within,
+            across=profile.aggregation_across,
+        )[:, 0]
+        * 100.0
+    )
+    return out
+
+
+def department_constant(matrix: Matrix, lay: Layout, raw: FloatArray, groups: IntArray) -> BoolArray:
+    """Cells whose value cannot vary within a department: a department's figure standing in for its
+    municipios, and every value of an indicator that is constant within each department of the scope group
+    (judged on the departments with at least two values; an indicator with no such department is kept)."""
+    out = np.zeros_like(raw, dtype=bool)
+    if matrix.fallback is not None:
+        out |= (
+            matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
+            .astype("boolean")
+            .fillna(False)
+            .to_numpy(bool)
+        )
+    if matrix.department is None:
+        return out
+    dept = matrix.department.reindex(matrix.values.index).to_numpy()
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        by_dept = pd.DataFrame(raw[rows]).groupby(dept[rows])
+        lo, hi, judged = by_dept.min(), by_dept.max(), by_dept.count() >= 2
+        same = (hi - lo) <= EPS * (1.0 + np.maximum(hi.abs(), lo.abs()))
+        constant = judged.any(axis=0) & (same | ~judged).all(axis=0)
+        out[np.ix_(rows, np.flatnonzero(constant.to_numpy()))] = True
     return out
 
 

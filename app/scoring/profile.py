@@ -24,6 +24,7 @@ Normaliser = Literal["minmax", "zscore", "rank", "goalposts"]
 Outliers = Literal["none", "winsorise", "log"]
 Aggregation = Literal["arithmetic", "geometric"]
 Missing = Literal["reweight", "country_median", "shrink"]
+SmallSamples = Literal["shrink", "drop", "keep"]
 
 
 class IndicatorWeight(BaseModel):
@@ -76,6 +77,11 @@ class Profile(BaseModel):
         "severe (0 after normalisation), so the component is shrunk towards 0 by the share of weight "
         "without data and missing data never raises a score; 'country_median' imputes the country median; "
         "'reweight' re-normalises the weights over the indicators the unit has",
+    )
+    small_samples: SmallSamples = Field(
+        "shrink",
+        description="survey values flagged small_sample: 'shrink' towards their department (empirical Bayes, "
+        "app.scoring.survey), 'drop' (then missing), or 'keep' as published",
     )
     min_driver_coverage: float = Field(
         0.5,

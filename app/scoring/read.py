@@ -58,10 +58,12 @@ class PriorityFilter:
         )
 
     def order_by(self) -> str:
-        """The ORDER BY of the list: by country, then the composite rank or the chosen pillar's rank."""
+        """The ORDER BY of the list: by country, then the composite rank or the chosen pillar's rank; for a
+        region-scoped run (its ranked units have a `rank_region`) one regional order, the unranked after."""
+        region_first = "CASE WHEN s.rank_region IS NULL THEN s.country END NULLS FIRST"
         if self.rank_by:
-            return "s.country, (s.pillar_ranks ->> :rank_by)::int NULLS LAST, s.pcode"
-        return "s.country, s.rank NULLS LAST, s.pcode"
+            return f"{region_first}, (s.pillar_ranks ->> :rank_by)::int NULLS LAST, s.pcode"
+        return "s.rank_region NULLS LAST, s.country, s.rank NULLS LAST, s.pcode"
 
 
 _ITEM = """

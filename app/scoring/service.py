@@ -21,7 +21,7 @@ from app.scoring import data as scoring_data
 from app.scoring.engine import score
 from app.scoring.profile import PILLARS, Profile
 from app.scoring.spatial import contiguity, hotspots, zones
-from app.scoring.uncertainty import rank_uncertainty, sensitivity
+from app.scoring.uncertainty import rank_uncertainty, rank_variance_shares, sensitivity
 
 DEFAULT_PROFILE = "root-causes-2021"
 RUN_LOCK = 7_242_025
@@ -84,6 +84,8 @@ def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str,
     )
     geo = geo.loc[nominal.index]
     geo["score"] = nominal["score"].where(nominal["ranked"])
+    # hot spots read the local score: what varies within departments (engine.department_constant)
+    geo["local_score"] = nominal["local_score"].where(nominal["ranked"])
     geo["country"] = d.units["country"]
     geo["pillar"] = nominal["pillar"]
     group = "country" if profile.scope == "country" else None
@@ -91,7 +93,7 @@ def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str,
         warnings.filterwarnings("ignore", message="The weights matrix is not fully connected")
         w = contiguity(geo, id_column="key")
         hot = hotspots(
-            geo, "score", group_column=group, id_column="key", seed=profile.seed, permutations=9999
+            geo, "local_score", group_column=group, id_column="key", seed=profile.seed, permutations=9999
         )
     members = (nominal["tier"] == 1).fillna(False) | (hot["label"] == "hot")
     geo["group"] = geo["country"] if group else "ALL"
@@ -244,7 +246,28 @@ def run_sensitivity(engine: Engine, profile: Profile, run: int, method: str = "s
         sets = list(conn.execute(text("SELECT sets FROM score_runs WHERE id = :r"), {"r": run}).scalar_one())
         d = scoring_data.load(conn, profile, sets)
     frame = sensitivity(d.matrix, profile, method=method)
-    result = {"method": method, "factors": json.loads(frame.reset_index().to_json(orient="records"))}
+    shares = rank_variance_shares(d.matrix, profile)
+    result = {
+        "method": method,
+        "factors": json.loads(frame.reset_index().to_json(orient="records")),
+        "variance_shares": {
+            "method": "first-order Monte Carlo: each source varied alone over the profile's draws (seeded); "
+            "variance = mean over ranked municipios of the variance of their rank; share = that variance over "
+            "the sum of the sources' variances; joint_variance with every source varying",
+            "draws": profile.draws,
+            "sources": [
+                {
+                    "source": str(src),
+                    "variance": round(float(r["variance"]), 4),
+                    "share": round(float(r["share"]), 4),
+                    "applies": bool(r["applies"]),
+                }
+                for src, r in shares.drop(index="all").iterrows()
+            ],
+            "joint_variance": round(float(shares.at["all", "variance"]), 4),
+            "first_order_sum_over_joint": round(float(shares.at["all", "share"]), 4),
+        },
+    }
     with transaction(engine) as conn:
         conn.execute(
             text("""
