@@ -264,7 +264,9 @@ def _load_user(
 def score_cmd(
     profile: Annotated[
         str | None,
-        typer.Option(help="A bundled profile id (see /v1/profiles) or a profile JSON file (default: root-causes-2021)"),
+        typer.Option(
+            help="A bundled profile id (see /v1/profiles) or a profile JSON file (default: root-causes-2021)"
+        ),
     ] = None,
     country: Annotated[str | None, typer.Option(help="Only this country (ISO3)")] = None,
     top: Annotated[int, typer.Option(min=1, help="Rows per country")] = 15,
@@ -391,6 +393,136 @@ def export_cmd(
         f"{len(frame)} municipios written to {output} ({fmt}, profile {spec.id} {spec.hash()})",
         highlight=False,
     )
+
+
+@app.command("validate")
+def validate_cmd(
+    file: Annotated[Path, typer.Argument(help="The reference table: .csv or .json")],
+    measures: Annotated[str | None, typer.Option(help="What the values measure")] = None,
+    source: Annotated[str | None, typer.Option(help="Who published them")] = None,
+    period: Annotated[str | None, typer.Option(help="The period they describe")] = None,
+    url: Annotated[str | None, typer.Option(help="Where they are published")] = None,
+    direction: Annotated[
+        int | None, typer.Option(help="1: higher should mean higher priority (default); -1: lower")
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="ISO3 for rows without a country column")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="A bundled profile id (default: root-causes-2021)")
+    ] = None,
+    per_capita: Annotated[
+        bool, typer.Option("--per-capita", help="The values are counts: per 1,000")
+    ] = False,
+    top_k: Annotated[int | None, typer.Option(help="k of the top-k overlap and tier-1 hit rate (20)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the bootstrap (0)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer as JSON")] = False,
+) -> None:
+    """Compare a profile's ranking with a reference table: matches, Spearman (95 % bootstrap interval), top-k
+    overlap and tier-1 hit rate against chance, the largest disagreements. Nothing is stored."""
+    import json
+
+    from app import validation
+    from app.db import make_engine
+
+    fields = {
+        "measures": measures,
+        "source": source,
+        "period": period,
+        "url": url,
+        "direction": direction,
+        "country": country,
+        "profile": profile,
+        "per_capita": per_capita or None,
+        "top_k": top_k,
+        "seed": seed,
+    }
+    try:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] cannot read {file}: {exc.strerror}", highlight=False)
+            raise typer.Exit(code=2) from None
+        engine = make_engine(get_settings())
+        try:
+            result = validation.validate(engine, fields, (file.name, data))
+        finally:
+            engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    _print_validation(result)
+
+
+def _dash(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def _print_validation(result: dict[str, Any]) -> None:
+    """The figures of a validation as short tables: per country, municipios and departments."""
+    ref, prof = result["reference"], result["profile"]
+    console.print(
+        f"reference: {ref['measures']} ({ref['source']}, {ref['period']}), {ref['rows']} rows by "
+        f"{ref['level']}; profile {prof['id']} (hash {prof['hash']})",
+        highlight=False,
+    )
+    console.print(
+        f"matched {result['matched']}, unmatched {len(result['unmatched'])}, not ranked "
+        f"{len(result['not_ranked'])}, no population {len(result['no_population'])}",
+        highlight=False,
+    )
+    for m in result["unmatched"][:20]:
+        hint = ", ".join(f"{s['name']} ({s['pcode']})" for s in m["suggestions"])
+        console.print(
+            f"  {m['row']}: {m['reason']}" + (f"; did you mean {hint}?" if hint else ""), highlight=False
+        )
+    for iso, c in result["countries"].items():
+        table = Table("level", "figure", "value", "95 % / chance", title=f"{iso}: {c['matched']} matched")
+        for level in ("units", "departments"):
+            block = c[level]
+            if block is None:
+                continue
+            sp = block["spearman"]
+            ci = f"{sp['ci95'][0]} to {sp['ci95'][1]}" if sp["ci95"] else sp.get("note", "")
+            table.add_row(level, f"Spearman (n={sp['n']})", _dash(sp["rho"]), ci)
+            if level == "units":
+                tk, t1 = block["top_k"], block["tier1"]
+                table.add_row(
+                    "",
+                    f"top-{tk['k']} overlap",
+                    _dash(tk["overlap"]),
+                    tk.get("note") or f"chance {tk['expected_by_chance']} (p {tk['p_value']})",
+                )
+                table.add_row(
+                    "",
+                    f"tier-1 hits of top {t1['k']}",
+                    f"{t1['hits']} ({t1['hit_rate']})",
+                    f"chance {t1['expected_by_chance']} ({t1['chance_rate']}; p {t1['p_value']})",
+                )
+        console.print(table)
+        units = c["units"] or c["departments"]
+        if not units["disagreements"]:
+            console.print("no disagreements: both put the matched units in the same order")
+            continue
+        worst = Table(
+            "pcode",
+            "name",
+            "value",
+            "reference rank",
+            "profile rank",
+            "difference",
+            title="largest disagreements",
+        )
+        for d in units["disagreements"]:
+            worst.add_row(
+                d["pcode"],
+                d["name"] or "",
+                str(d["value"]),
+                f"{d['reference_rank']:g}",
+                f"{d['profile_rank']:g}",
+                f"{d['rank_difference']:+g}",
+            )
+        console.print(worst)
 
 
 @app.command("sources")
