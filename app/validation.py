@@ -43,11 +43,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from scipy import stats
 from sqlalchemy import Connection, Engine, text
 
@@ -99,7 +99,7 @@ class Spec(BaseModel):
     source: str = Field(min_length=1, max_length=300, description="Publisher / source of the values")
     period: str = Field(min_length=1, max_length=60, description="The period the values describe")
     url: str | None = Field(None, max_length=500, description="Where the reference is published")
-    direction: Literal[1, -1] = Field(
+    direction: int = Field(
         1, description="1: a higher value should mean higher priority; -1: a lower value should"
     )
     country: str | None = Field(None, description="ISO3 for rows without a country column")
@@ -109,6 +109,13 @@ class Spec(BaseModel):
     bootstrap: int = Field(2000, ge=100, le=5000, description="Bootstrap resamples of the interval")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the bootstrap")
     disagreements: int = Field(10, ge=1, le=50, description="How many disagreements to list")
+
+    @field_validator("direction")
+    @classmethod
+    def _direction(cls, value: int) -> int:
+        if value not in (1, -1):
+            raise ValueError("must be 1 or -1")
+        return value
 
 
 @dataclass(frozen=True)

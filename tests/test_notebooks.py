@@ -23,6 +23,7 @@ EXPECTED = [
     "02_custom_weights_and_sensitivity.ipynb",
     "03_hurricane_exposure.ipynb",
     "04_el_salvador_2024_reform.ipynb",
+    "05_validation.ipynb",
 ]
 TIMEOUT_S = 120  # per cell (nbclient) and per notebook (below)
 
@@ -59,7 +60,7 @@ def kernel_env(
     }
 
 
-def test_the_four_notebooks_are_there() -> None:
+def test_the_five_notebooks_are_there() -> None:
     assert [p.name for p in notebooks()] == EXPECTED
 
 

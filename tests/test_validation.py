@@ -82,6 +82,15 @@ def test_direction_minus_one_reads_a_lower_value_as_higher_priority(
     rows = [{"pcode": s["pcode"], "value": -s["score"]} for s in units]
     assert _post(client, rows).json()["countries"]["SLV"]["units"]["spearman"]["rho"] == -1.0
     assert _post(client, rows, direction=-1).json()["countries"]["SLV"]["units"]["spearman"]["rho"] == 1.0
+    csv = "pcode,value\n" + "".join(f"{r['pcode']},{r['value']!r}\n" for r in rows)
+    form = client.post(
+        "/v1/validation", files={"file": ("r.csv", csv.encode())}, data={**META, "direction": "-1"}
+    )
+    assert form.json()["countries"]["SLV"]["units"]["spearman"]["rho"] == 1.0
+    wrong = client.post(
+        "/v1/validation", files={"file": ("r.csv", csv.encode())}, data={**META, "direction": "2"}
+    )
+    assert wrong.status_code == 400 and "direction" in wrong.json()["description"]
 
 
 def test_a_shuffled_reference_gives_about_zero_within_its_interval(
