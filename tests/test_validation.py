@@ -128,6 +128,11 @@ def test_counts_are_compared_per_capita_when_asked(
     per_capita = _post(client, rows, per_capita=True).json()
     assert per_capita["countries"]["GTM"]["units"]["spearman"]["rho"] == 1.0
     assert per_capita["options"]["population"] == {"GTM": "population_2018"}
+    csv = "pcode,value\n" + "".join(f"{r['pcode']},{r['value']!r}\n" for r in rows)
+    form = client.post(
+        "/v1/validation", files={"file": ("r.csv", csv.encode())}, data={**META, "per_capita": "true"}
+    )
+    assert form.json()["countries"]["GTM"]["units"]["spearman"]["rho"] == 1.0
     raw = _post(client, rows).json()["countries"]["GTM"]["units"]["spearman"]["rho"]
     assert raw < 0.9  # as counts, the big municipios come first
     pair = next(p for p in per_capita["countries"]["GTM"]["pairs"] if p["pcode"] == units[0]["pcode"])
