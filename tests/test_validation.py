@@ -287,6 +287,18 @@ def test_nothing_is_stored(client: TestClient, engine: Engine, scores: dict[str,
     assert counts() == before
 
 
+def test_hostile_strings_match_nothing_and_change_nothing(client: TestClient, engine: Engine) -> None:
+    from tests.conftest import snapshot
+
+    before = snapshot(engine)
+    evil = "x'; DROP TABLE admin_units; --"
+    for row in ({"pcode": evil}, {"municipio": evil, "department": evil}, {"department": "\u0000"}):
+        r = _post(client, [{**row, "value": 1}])
+        assert r.status_code == 422 and "No row of the reference matches" in r.json()["description"]
+    assert _post(client, [{"pcode": "GT0101", "value": 1}], country=evil).status_code == 400
+    assert snapshot(engine) == before
+
+
 def test_the_endpoint_is_documented(client: TestClient) -> None:
     op = client.get("/openapi.json").json()["paths"]["/v1/validation"]["post"]
     content = op["requestBody"]["content"]
