@@ -278,7 +278,9 @@ def test_pillar_ranks_and_rank_by(client: TestClient) -> None:
             assert i["pillar_ranks"][i["pillar"]] is not None
 
 
-def test_northern_triangle_is_one_ranking_on_comparable_indicators(client: TestClient, engine: Engine) -> None:
+def test_northern_triangle_is_one_ranking_on_comparable_indicators(
+    client: TestClient, engine: Engine
+) -> None:
     nt = client.get("/v1/profiles/northern-triangle-2021").json()["spec"]
     assert nt["scope"] == "region" and set(nt["pillars"]) == {"I"}
     codes = [i["code"] for i in nt["migration"]] + [i["code"] for p in nt["pillars"].values() for i in p]
@@ -291,7 +293,7 @@ def test_northern_triangle_is_one_ranking_on_comparable_indicators(client: TestC
                 {"c": codes},
             ).all()
         )
-    assert {c: sorted(countries.get(c, [])) for c in codes} == dict.fromkeys(codes, ["GTM", "HND", "SLV"])
+    assert {c: sorted(countries.get(c, [])) for c in codes} == {c: ["GTM", "HND", "SLV"] for c in codes}
     body = client.get("/v1/priorities", params={"profile": "northern-triangle-2021", "limit": 1000}).json()
     items = body["items"]
     ranks = [i["rank"] for i in items]
@@ -304,3 +306,25 @@ def test_northern_triangle_is_one_ranking_on_comparable_indicators(client: TestC
     # the country-scoped default has no regional rank: its scores are not comparable across countries
     default = client.get("/v1/priorities", params={"limit": 50}).json()["items"]
     assert all(i["rank_region"] is None for i in default)
+
+
+def test_empirical_profile_reports_its_fit_per_country(client: TestClient) -> None:
+    body = client.get("/v1/profiles/empirical-2021").json()
+    assert "association, not cause" in body["spec"]["description"]
+    fits = {f["country"]: f for f in body["fit"]["countries"]}
+    assert set(fits) == {"GTM", "HND", "SLV"}
+    for country, units in (("GTM", 340), ("SLV", 44)):  # every municipio has an outcome there
+        f = fits[country]
+        assert f["status"] == "fitted" and f["units_with_outcome"] == units, f
+        assert -1 <= f["out_of_sample"]["spearman"] <= 1 and f["out_of_sample"]["r2"] <= 1
+        assert f["coefficients"] and all(c["pillar"] in PILLARS for c in f["coefficients"])
+    assert fits["HND"]["units_with_outcome"] >= 150  # the survey reaches about 60 % of municipios
+    assert body["fit"]["vintage"]["deportee_rate"] and body["fit"]["vintage"]["emigrants_per_1000"]
+    items = client.get("/v1/priorities", params={"profile": "empirical-2021", "limit": 1000}).json()["items"]
+    assert {i["country"] for i in items} == {"GTM", "HND", "SLV"}
+    for i in items:  # the tag is a pillar whose drivers the fit uses in that country
+        if i["pillar"] is not None:
+            used = {c["pillar"] for c in fits[i["country"]]["coefficients"] if c["coefficient"] != 0}
+            assert i["pillar"] in used, i["pcode"]
+    r = client.get("/v1/sensitivity", params={"profile": "empirical-2021", "method": "oat"})
+    assert r.status_code == 400 and "fitted, not weighted" in r.json()["description"]

@@ -203,11 +203,18 @@ def list_profiles() -> ORJSONResponse:
     return ORJSONResponse({"total": len(items), "limit": len(items), "offset": 0, "items": items})
 
 
-@router.get("/profiles/{profile_id}", summary="One scoring profile")
-def get_profile(profile_id: str) -> ORJSONResponse:
-    """A profile's id, hash and spec."""
+@router.get("/profiles/{profile_id}", summary="One scoring profile (and, for a fitted one, its fit)")
+def get_profile(request: Request, profile_id: str) -> ORJSONResponse:
+    """A profile's id, hash and spec. For an empirical profile also `fit`: per country its status, units and
+    departments with an outcome, out-of-sample Spearman and R² (nested leave-one-department-out), chosen
+    penalty, coefficients per standardised driver, the drivers left out, and the vintage of every indicator;
+    computed on the current data (and stored with the run) on first request."""
     p = service.profile_by_id(profile_id)
-    return ORJSONResponse({"id": p.id, "hash": p.hash(), "spec": json.loads(p.model_dump_json())})
+    body: dict[str, Any] = {"id": p.id, "hash": p.hash(), "spec": json.loads(p.model_dump_json())}
+    if p.empirical is not None:
+        run = service.ensure_run(_engine(request), p)
+        body["fit"] = service.run_fit(_engine(request), run)
+    return ORJSONResponse(body)
 
 
 @router.get("/municipalities/{pcode}/score", summary="Why a municipio ranks where it does")

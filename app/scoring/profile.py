@@ -54,6 +54,35 @@ class IndicatorWeight(BaseModel):
         return self
 
 
+class Empirical(BaseModel):
+    """An empirical profile: out-migration modelled on the drivers per country (`app.scoring.empirical`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blend: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of observed out-migration in the score; the rest is the migration the drivers predict",
+    )
+    l1_ratios: tuple[float, ...] = Field(
+        (0.5, 1.0), min_length=1, description="elastic-net mixing values tried (1 = lasso)"
+    )
+    min_units: int = Field(
+        30, ge=5, le=100000, description="fewer units with an outcome: the country is not fitted"
+    )
+    min_departments: int = Field(
+        5, ge=3, le=1000, description="fewer departments with an outcome: not fitted"
+    )
+
+    @field_validator("l1_ratios")
+    @classmethod
+    def _ratios(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < r <= 1 for r in value):
+            raise ValueError("l1_ratios must lie in (0, 1]")
+        return value
+
+
 class Profile(BaseModel):
     """A scoring methodology: indicators, weights, normalisation, aggregation, scope, coverage and tiers."""
 
@@ -101,6 +130,11 @@ class Profile(BaseModel):
         50.0, gt=0, description="Dirichlet concentration around the profile's weights (higher: tighter)"
     )
     top_k: int = Field(10, ge=1, description="p_top is the probability of ranking in the top k of the scope")
+    empirical: Empirical | None = Field(
+        None,
+        description="fit the drivers to observed out-migration instead of weighting them (migration = the "
+        "outcome, pillars = the drivers; weights are then not used)",
+    )
 
     @field_validator("pillar_weights")
     @classmethod
@@ -134,6 +168,10 @@ class Profile(BaseModel):
         dup = sorted({c for c in codes if codes.count(c) > 1})
         if dup:
             raise ValueError(f"indicators listed twice: {dup}")
+        if self.empirical is not None and not (self.migration and self.pillars):
+            raise ValueError(
+                "an empirical profile needs migration indicators (the outcome) and pillars (drivers)"
+            )
         if self.pillars and sum(self.pillar_weights.get(p, 0.0) for p in self.pillars) <= 0:
             raise ValueError("the pillar weights of the listed pillars sum to zero")
         return self

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, text
 from app.db import transaction
 from app.errors import InvalidParameter, NotFound
 from app.scoring import data as scoring_data
+from app.scoring import empirical
 from app.scoring.engine import score
 from app.scoring.profile import PILLARS, Profile
 from app.scoring.spatial import contiguity, hotspots, zones
@@ -67,8 +68,14 @@ def _none(value: Any) -> Any:
 def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str, Any]:
     """Score, rank uncertainty, hotspots and zones for a profile: rows ready to store."""
     d = scoring_data.load(conn, profile, set_ids)
-    nominal = score(d.matrix, profile)
-    unc = rank_uncertainty(d.matrix, profile, nominal)
+    fit: dict[str, Any] | None = None
+    if profile.empirical is not None:
+        fitted = empirical.run(d.matrix, profile)
+        nominal, unc = fitted.nominal, fitted.uncertainty
+        fit = {"countries": fitted.fits, "vintage": _vintage(d, profile)}
+    else:
+        nominal = score(d.matrix, profile)
+        unc = rank_uncertainty(d.matrix, profile, nominal)
     geo = (
         gpd.read_postgis(
             text(
@@ -150,7 +157,16 @@ def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str,
         }
         for z in zone_table.to_dict("records")
     ]
-    return {"scores": rows, "zones": zone_rows}
+    return {"scores": rows, "zones": zone_rows, "fit": fit}
+
+
+def _vintage(d: scoring_data.ScoringData, profile: Profile) -> dict[str, list[str]]:
+    """Per indicator of the profile, the periods of the values it was scored on."""
+    return {
+        i.code: sorted({str(v) for v in d.periods[i.code].dropna().unique()})
+        for i in profile.indicators()
+        if i.code in d.periods.columns
+    }
 
 
 def _find(conn: Connection, profile: Profile, version: str, set_ids: list[str]) -> int | None:
@@ -185,8 +201,8 @@ def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = Non
         run = int(
             conn.execute(
                 text("""
-            INSERT INTO score_runs (profile_id, profile_hash, data_version, sets, profile, computed_at, seconds)
-            VALUES (:id, :h, :v, :s, CAST(:p AS jsonb), :now, :sec) RETURNING id"""),
+            INSERT INTO score_runs (profile_id, profile_hash, data_version, sets, profile, computed_at, seconds, fit)
+            VALUES (:id, :h, :v, :s, CAST(:p AS jsonb), :now, :sec, CAST(:fit AS jsonb)) RETURNING id"""),
                 {
                     "id": profile.id,
                     "h": profile.hash(),
@@ -195,6 +211,7 @@ def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = Non
                     "p": profile.model_dump_json(),
                     "now": datetime.now(UTC),
                     "sec": time.perf_counter() - started,
+                    "fit": json.dumps(result["fit"]) if result["fit"] is not None else None,
                 },
             ).scalar_one()
         )
@@ -237,8 +254,20 @@ def default_run(engine: Engine) -> int:
     return run
 
 
+def run_fit(engine: Engine, run: int) -> dict[str, Any] | None:
+    """The stored fit of an empirical profile's run (None for a weighted profile)."""
+    with engine.connect() as conn:
+        fit = conn.execute(text("SELECT fit FROM score_runs WHERE id = :r"), {"r": run}).scalar()
+    return dict(fit) if fit else None
+
+
 def run_sensitivity(engine: Engine, profile: Profile, run: int, method: str = "sobol") -> dict[str, Any]:
     """Sensitivity of the ranking to each weight, computed once per run and method and stored with it."""
+    if profile.empirical is not None:
+        raise InvalidParameter(
+            f"Profile {profile.id} is fitted, not weighted: weight sensitivity does not apply. Its cross-validated "
+            f"figures and coefficients are at /v1/profiles/{profile.id}."
+        )
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT sensitivity FROM score_runs WHERE id = :r"), {"r": run}).scalar()
         if stored and method in stored:

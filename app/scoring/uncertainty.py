@@ -287,7 +287,24 @@ def _draw_ranks(
 def rank_uncertainty(matrix: Matrix, profile: Profile, nominal: pd.DataFrame | None = None) -> pd.DataFrame:
     """Monte Carlo rank intervals, top-k probability and tier stability per nominally ranked unit."""
     nominal = score(matrix, profile) if nominal is None else nominal
-    index = matrix.values.index
+    ranked = nominal["ranked"].reindex(matrix.values.index).fillna(False).to_numpy(dtype=bool)
+    groups = scope_groups(matrix, profile)
+    if profile.draws == 0 or not ranked.any():
+        return summarise(None, nominal, ranked, groups, profile)
+    ranks, _, ranked = draw_ranks(matrix, profile, nominal)
+    return summarise(ranks, nominal, ranked, groups, profile)
+
+
+def summarise(
+    ranks: npt.NDArray[np.integer] | None,
+    nominal: pd.DataFrame,
+    ranked: BoolArray,
+    groups: IntArray,
+    profile: Profile,
+) -> pd.DataFrame:
+    """Per unit, from the ranks of the ranked units (rows) under each draw (columns): median, 5–95 % interval,
+    p_top, tier stability and robust (empty for the unranked, and for all when there are no draws)."""
+    index = nominal.index
     out = pd.DataFrame(
         {
             "rank_median": np.nan,
@@ -299,18 +316,16 @@ def rank_uncertainty(matrix: Matrix, profile: Profile, nominal: pd.DataFrame | N
         },
         index=index,
     )
-    ranked = nominal["ranked"].reindex(index).fillna(False).to_numpy(dtype=bool)
-    if profile.draws == 0 or not ranked.any():
+    if ranks is None or not ranked.any():
         return out
-    ranks, groups, ranked = draw_ranks(matrix, profile, nominal)
-    nominal_tier = nominal["tier"].reindex(index).to_numpy()[ranked].astype(np.int64)
-
+    groups = groups[ranked]
+    nominal_tier = nominal["tier"].to_numpy()[ranked].astype(np.int64)
     median = np.empty(len(ranks))
     lo = np.empty(len(ranks), dtype=np.int64)
     hi = np.empty(len(ranks), dtype=np.int64)
     p_top = np.empty(len(ranks))
     stable = np.empty(len(ranks))
-    step = max(1, CHUNK_CELLS // profile.draws)
+    step = max(1, CHUNK_CELLS // ranks.shape[1])
     for start in range(0, len(ranks), step):
         rows = slice(start, start + step)
         block = ranks[rows]
