@@ -549,6 +549,8 @@ def serve(
     """Serve the API with uvicorn."""
     import uvicorn
 
+    from app.logs import uvicorn_config
+
     settings = get_settings()
     uvicorn.run(
         "app.main:create_app",
@@ -557,6 +559,7 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_config(settings),  # RAICES_LOG_FORMAT from the first line uvicorn writes
     )
 
 

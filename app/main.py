@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
-from app import __version__
+from app import __version__, logs
 from app.api import hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, validation, web
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
@@ -24,25 +23,11 @@ Every answer carries the provenance of its data.
 """
 
 
-def _configure_logging(settings: Settings) -> None:
-    root = logging.getLogger()
-    root.setLevel(settings.log_level.upper())
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(
-            security.JsonFormatter()
-            if settings.log_format == "json"
-            else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-        )
-
-
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the app; the engine is made from the settings unless one is given (tests, notebooks)."""
+    """Build the app; the engine is made from the settings unless one is given (tests, notebooks). Logging
+    is set up for the process here (RAICES_LOG_LEVEL, RAICES_LOG_FORMAT), whichever server runs the app."""
     settings = settings or get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings)
     owned = engine is None
     engine = engine or make_engine(settings)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -304,25 +303,3 @@ def test_ready_503_on_an_empty_database(empty: tuple[Engine, Settings]) -> None:
     with TestClient(create_app(settings, engine)) as c:
         r = c.get("/ready")
     assert r.status_code == 503 and "no boundaries loaded" in r.json()["problems"][0]
-
-
-def test_json_logs(settings: Settings) -> None:
-    import logging
-
-    from app.api.security import JsonFormatter
-    from app.main import _configure_logging
-
-    root = logging.getLogger()
-    stream = logging.StreamHandler(io.StringIO())
-    root.addHandler(stream)
-    try:
-        _configure_logging(settings.model_copy(update={"log_format": "json"}))
-        assert isinstance(stream.formatter, JsonFormatter)
-        logging.getLogger("app.access").info("GET /x 200", extra={"fields": {"request_id": "logtest1"}})
-        line = json.loads(stream.stream.getvalue().strip().splitlines()[-1])  # type: ignore[attr-defined]
-        assert (
-            line["request_id"] == "logtest1" and line["level"] == "INFO" and line["message"] == "GET /x 200"
-        )
-    finally:
-        root.removeHandler(stream)
-        _configure_logging(settings)
