@@ -297,10 +297,13 @@ def score_cmd(
         with engine.connect() as conn:
             f = read.PriorityFilter.parse(country, None, None, None, top)
             _, items, _ = read.priorities(conn, run, f, limit=10000, offset=0)
+        fit = service.run_fit(engine, run)
         engine.dispose()
     except RaicesError as exc:
         _fail(exc)
     console.print(f"profile {spec.id} (hash {spec.hash()})", highlight=False)
+    if fit:
+        _print_fit(fit)
     for iso in sorted({i["country"] for i in items}):
         table = Table(
             "rank",
@@ -330,6 +333,24 @@ def score_cmd(
                 i["zone"] or "",
             )
         console.print(table, width=max(console.width, 150))
+
+
+def _print_fit(fit: dict[str, Any]) -> None:
+    """A fitted profile's figures per country: association, not cause."""
+    table = Table("country", "status", "units", "out-of-sample ρ", "R²", "largest coefficients", title="fit")
+    for f in fit["countries"]:
+        oos = f["out_of_sample"]
+        top = ", ".join(f"{c['code']} {c['coefficient']:+.3f}" for c in f["coefficients"][:3])
+        table.add_row(
+            f["country"],
+            f["status"],
+            str(f["units_with_outcome"]),
+            "—" if oos["spearman"] is None else f"{oos['spearman']:.2f}",
+            "—" if oos["r2"] is None else f"{oos['r2']:.2f}",
+            top,
+        )
+    console.print(table, width=max(console.width, 150))
+    console.print("Association, not cause: drivers that go with out-migration here.", highlight=False)
 
 
 @app.command("export")

@@ -248,6 +248,22 @@ def test_cli_score_prints_a_table(fresh: Any, monkeypatch: pytest.MonkeyPatch, t
         assert "GTM" in result.output and "crime-first" in result.output
         bundled = CliRunner().invoke(cli.app, ["score", "--profile", "northern-triangle-2021", "--top", "2"])
         assert bundled.exit_code == 0 and "northern-triangle-2021" in bundled.output, bundled.output
+        fitted = tmp_path / "fitted.json"
+        fitted.write_text(
+            json.dumps(
+                {
+                    "id": "small-fit",
+                    "migration": [{"code": "deportee_rate"}, {"code": "emigrants_per_1000"}],
+                    "pillars": {"I": [{"code": "hurricanes_within_100km"}, {"code": "poverty_rate"}]},
+                    "empirical": {},
+                    "draws": 5,
+                }
+            )
+        )
+        result = CliRunner().invoke(cli.app, ["score", "--profile", str(fitted), "--top", "2"])
+        assert result.exit_code == 0, result.output
+        assert "out-of-sample" in result.output and "Association, not cause" in result.output
+        assert "not fitted" in result.output  # Honduras has neither outcome of this profile
         bad = tmp_path / "bad.json"
         bad.write_text('{"pillars": {"IV": []}}')
         result = CliRunner().invoke(cli.app, ["score", "--profile", str(bad)])
