@@ -15,7 +15,7 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert current_revision(conn) is None
     upgrade(url)
     with engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0005"
+        assert current_revision(conn) == head_revision() == "0007"
         assert conn.execute(text("SELECT extname FROM pg_extension WHERE extname = 'postgis'")).scalar()
         tables = set(inspect(conn).get_table_names())
         assert {
@@ -29,7 +29,11 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
             "storms",
             "storm_fixes",
             "hazard_events",
+            "data_epoch",
         } <= tables
+        assert conn.execute(text("SELECT epoch FROM data_epoch")).scalar_one() == 1
+        runs = {c["name"] for c in inspect(conn).get_columns("score_runs")}
+        assert "fit" in runs
         obs = {c["name"]: c for c in inspect(conn).get_columns("observations")}
         assert obs["value"]["nullable"] and "sample_size" in obs
         gist = (
@@ -56,7 +60,7 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert geom_types == {"geom": "MULTIPOLYGON:4326", "geom_simple": "MULTIPOLYGON:4326"}
     upgrade(url)  # a second upgrade is a no-op
     with engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0005"
+        assert current_revision(conn) == head_revision() == "0007"
     engine.dispose()
     pg.drop("mig_from_empty")
 

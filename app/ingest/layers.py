@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, text
 from app.db import transaction
 from app.errors import DataError
 from app.ingest.common import Validation
-from app.ingest.provenance import record_source
+from app.ingest.provenance import bump_epoch, record_source
 from app.ingest.store import LOAD_LOCK
 from app.sources import Source
 
@@ -263,7 +263,8 @@ def validate_layer(conn: Connection, layer: Layer) -> Validation:
     return v
 
 
-def _definition(ind: Indicator) -> tuple[Any, ...]:
+def indicator_definition(ind: Indicator) -> tuple[Any, ...]:
+    """An indicator's catalogue row as stored in `indicators` (the columns `_unchanged` compares)."""
     return (
         ind.code, ind.name_es, ind.name_en, ind.unit, ind.theme, ind.direction, ind.measure, ind.valid_min,
         ind.valid_max, ind.reason, ind.source_id, ind.period, ind.publisher or None,
@@ -299,7 +300,7 @@ def _unchanged(conn: Connection, layer: Layer, obs: pd.DataFrame) -> bool:
             {"codes": codes},
         )
     }
-    if defined != {_definition(i) for i in layer.indicators}:
+    if defined != {indicator_definition(i) for i in layer.indicators}:
         return False
     stored_values = {
         (r.indicator_code, r.boundary_set_id, r.pcode, r.period, _value_key(r.value), tuple(sorted(r.flags)),
@@ -337,6 +338,7 @@ def store_layer(bind: Engine | Connection, layer: Layer, *, force: bool = False)
             report.status = "unchanged"
         else:
             _write(conn, layer, obs)
+            bump_epoch(conn, f"load {layer.source.id}")
     report.values = obs.groupby("indicator_code").size().astype(int).to_dict()
     for code, group in obs.groupby("indicator_code"):
         counts: dict[str, int] = {}

@@ -9,6 +9,19 @@ from sqlalchemy import Connection, text
 from app.sources import Source
 
 
+def bump_epoch(conn: Connection, reason: str) -> int:
+    """Advance the data epoch inside the caller's load transaction (so it commits or rolls back with the
+    load) and return the new epoch. Score runs are keyed by it: anything a load writes re-scores."""
+    return int(
+        conn.execute(
+            text(
+                "UPDATE data_epoch SET epoch = epoch + 1, changed_at = now(), reason = :r WHERE id = 1 RETURNING epoch"
+            ),
+            {"r": reason[:200]},
+        ).scalar_one()
+    )
+
+
 def record_source(conn: Connection, source: Source, now: datetime) -> None:
     """Upsert a source and the hashes of its files, stamped with the load time."""
     conn.execute(

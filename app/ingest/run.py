@@ -17,7 +17,7 @@ from app.ingest.dry_corridor import prepare_dry_corridor
 from app.ingest.gtm_mvi import prepare_gtm_population
 from app.ingest.hazards import prepare_hurricanes
 from app.ingest.iudpas import prepare_iudpas
-from app.ingest.layers import Indicator, Layer, LayerReport, load_catalogue, store_layer
+from app.ingest.layers import Indicator, Layer, LayerReport, indicator_definition, load_catalogue, store_layer
 from app.ingest.segeplan import prepare_segeplan_pdh
 from app.ingest.slv_censo2007 import prepare_slv_censo2007
 from app.ingest.store import LoadReport, store
@@ -116,6 +116,28 @@ def loaded_source_ids(bind: Engine | Connection) -> set[str]:
         return set(conn.execute(sql).scalars())
 
 
+def catalogue_changed(bind: Engine | Connection, settings: Settings) -> set[str]:
+    """Ids of the loaded sources whose catalogue rows (geodata/indicators.csv) differ from the stored
+    definitions of their indicators: names, unit, theme, direction, measure, valid range, description, source.
+    Period and publisher are left out: some loaders set them from the data (the MVI metadata dates A2SIT's)."""
+    catalogue = load_catalogue(settings.indicator_catalogue)
+    sql = text("""
+        SELECT code, name_es, name_en, unit, theme, direction, measure, valid_min, valid_max, description,
+               source_id FROM indicators""")
+    if isinstance(bind, Connection):
+        rows = bind.execute(sql).all()
+    else:
+        with bind.connect() as conn:
+            rows = conn.execute(sql).all()
+    stored = {r[0]: tuple(r) for r in rows}
+    changed = {
+        ind.source_id
+        for ind in catalogue.values()
+        if ind.code in stored and stored[ind.code] != indicator_definition(ind)[:11]
+    }
+    return changed & loaded_source_ids(bind)
+
+
 def load_all(
     bind: Engine | Connection,
     settings: Settings,
@@ -124,9 +146,10 @@ def load_all(
     missing_only: bool = False,
     progress: Progress = no_progress,
 ) -> list[Report]:
-    """Load every bundled source in order (with `missing_only`, those never loaded)."""
+    """Load every bundled source in order (with `missing_only`, those never loaded and those whose indicator
+    definitions in the catalogue differ from the stored ones, so that `make run` picks up a catalogue change)."""
     sources = load_manifest(settings.manifest)
-    done = loaded_source_ids(bind) if missing_only else set()
+    done = loaded_source_ids(bind) - catalogue_changed(bind, settings) if missing_only else set()
     return [
         load_source(bind, settings, sid, force=force, progress=progress, sources=sources)
         for sid in loadable_ids()

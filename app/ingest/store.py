@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, text
 from app.db import transaction
 from app.errors import DataError
 from app.ingest.boundaries import Prepared, PreparedSet
-from app.ingest.provenance import record_source
+from app.ingest.provenance import bump_epoch, record_source
 from app.text import name_key
 
 # about 50 m at these latitudes: light enough for serving lists and maps, still recognisable
@@ -66,6 +66,7 @@ def store(bind: Engine | Connection, prepared: Prepared, *, force: bool = False)
                 _merge_units(conn, ps)
             if prepared.crosswalk is not None:
                 report.crosswalk_rows = _replace_crosswalk(conn, prepared)
+            bump_epoch(conn, f"load {prepared.source.id}")
     return report
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from app import indicators
+from app import __version__, indicators
 from app.errors import InvalidParameter, InvalidProfile
 from app.ingest.layers import OUT_OF_RANGE, SMALL_SAMPLE
+from app.scoring import METHOD_VERSION
 from app.scoring.engine import Matrix
 from app.scoring.profile import Profile
 from app.scoring.survey import proportion_scale
@@ -32,18 +33,10 @@ def default_sets(conn: Connection) -> list[str]:
 
 
 def data_version(conn: Connection) -> str:
-    """A fingerprint of every stored value and boundary set: scores are recomputed when it changes."""
-    return str(
-        conn.execute(
-            text("""
-        SELECT md5(coalesce((SELECT string_agg(indicator_code || '|' || boundary_set_id || '|' || pcode || '|' ||
-                                               period || '|' || value::text || '|' || array_to_string(flags, ','),
-                                               ';' ORDER BY indicator_code, boundary_set_id, pcode, period)
-                             FROM observations), '') ||
-                   coalesce((SELECT string_agg(id || loaded_at::text, ';' ORDER BY id) FROM boundary_sets), ''))
-    """)
-        ).scalar_one()
-    )
+    """What a stored run is keyed by, besides its profile and sets: the data epoch (bumped inside every load
+    transaction that writes values, boundaries or indicator definitions) and the scoring method's version."""
+    epoch = conn.execute(text("SELECT epoch FROM data_epoch WHERE id = 1")).scalar_one()
+    return f"e{epoch}/{METHOD_VERSION}/{__version__}"[:32]  # epoch / method / app (score_runs: 32 chars)
 
 
 def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
