@@ -293,7 +293,12 @@ def score_cmd(
                 raise typer.Exit(code=2) from None
         engine = make_engine(settings)
         with console.status(f"scoring {spec.id} ({spec.draws} Monte Carlo draws, hotspots, zones)…"):
-            run = service.ensure_run(engine, spec, [set_id] if set_id else None)
+            run = service.ensure_run(
+                engine,
+                spec,
+                [set_id] if set_id else None,
+                retention=service.Retention.from_settings(settings),
+            )
         with engine.connect() as conn:
             f = read.PriorityFilter.parse(country, None, None, None, top)
             _, items, _ = read.priorities(conn, run, f, limit=10000, offset=0)

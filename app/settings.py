@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     rate_limit_per_minute: int = Field(default=600, ge=0)  # per client address; 0 disables
     public_max_draws: int = Field(default=200, ge=0)  # Monte Carlo draws allowed without an API key
+    # stored runs of profiles that are not bundled (scenarios posted to /v1/scores, `raices score --profile F`):
+    # at most this many, none older than this; runs of bundled profiles are kept, one per data epoch
+    scenario_runs_max: int = Field(default=200, ge=1)
+    scenario_runs_max_age_hours: float = Field(default=168.0, gt=0)
     log_format: str = Field(default="text", pattern="^(text|json)$")
     upload_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 

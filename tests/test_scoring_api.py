@@ -344,3 +344,42 @@ def test_empirical_profile_reports_its_fit_per_country(client: TestClient) -> No
             assert i["pillar"] in used, i["pcode"]
     r = client.get("/v1/sensitivity", params={"profile": "empirical-2021", "method": "oat"})
     assert r.status_code == 400 and "fitted, not weighted" in r.json()["description"]
+
+
+def test_scenario_runs_stay_bounded(fresh: Any) -> None:
+    from app.main import create_app
+
+    engine, settings = fresh
+    bounded = settings.model_copy(update={"scenario_runs_max": 3, "scenario_runs_max_age_hours": 24.0})
+    default = bundled_profiles()[DEFAULT_PROFILE].hash()
+    with TestClient(create_app(bounded, engine)) as c:
+        assert c.get("/v1/priorities", params={"limit": 1}).status_code == 200  # the bundled run
+        for k in range(5):
+            body = {**_custom(), "migration_weight": 0.1 + k / 10, "draws": 5}
+            r = c.post("/v1/scores", json=body, params={"limit": 1})
+            assert r.status_code == 200, r.text
+        with engine.connect() as conn:
+            runs = conn.execute(text("SELECT profile_hash, computed_at FROM score_runs ORDER BY id")).all()
+        scenarios = [r for r in runs if r.profile_hash != default]
+        assert len(scenarios) == 3 and any(r.profile_hash == default for r in runs)
+        # the newest scenario is the one just served, and it is still there
+        assert (
+            c.post("/v1/scores", json={**_custom(), "migration_weight": 0.5, "draws": 5}).status_code == 200
+        )
+        with engine.begin() as conn:  # age every scenario run past the limit but one
+            conn.execute(
+                text("""UPDATE score_runs SET computed_at = now() - interval '2 days'
+                        WHERE profile_hash <> :d"""),
+                {"d": default},
+            )
+        r = c.post("/v1/scores", json={**_custom(), "migration_weight": 0.05, "draws": 5})
+        assert r.status_code == 200
+        with engine.connect() as conn:
+            left = conn.execute(
+                text("SELECT count(*) FROM score_runs WHERE profile_hash <> :d"), {"d": default}
+            )
+            assert left.scalar_one() == 1  # only the new one: the aged ones are gone
+            orphans = conn.execute(
+                text("SELECT count(*) FROM scores WHERE run_id NOT IN (SELECT id FROM score_runs)")
+            ).scalar_one()
+            assert orphans == 0

@@ -189,7 +189,8 @@ def post_scores(
     if spec.draws > request.app.state.settings.public_max_draws:
         check_key(request)  # Monte Carlo runs above the public bound need an API key
     f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
-    run = service.ensure_run(_engine(request), spec, _sets(set))
+    retention = service.Retention.from_settings(request.app.state.settings)
+    run = service.ensure_run(_engine(request), spec, _sets(set), retention=retention)
     return _respond(request, conn, spec, run, f, limit, offset, format)
 
 

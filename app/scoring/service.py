@@ -6,6 +6,7 @@ import json
 import time
 import warnings
 import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -23,6 +24,7 @@ from app.scoring.engine import score
 from app.scoring.profile import PILLARS, Profile
 from app.scoring.spatial import contiguity, hotspots, zones
 from app.scoring.uncertainty import rank_uncertainty, rank_variance_shares, sensitivity
+from app.settings import Settings
 
 DEFAULT_PROFILE = "root-causes-2021"
 RUN_LOCK = 7_242_025
@@ -177,8 +179,48 @@ def _find(conn: Connection, profile: Profile, version: str, set_ids: list[str]) 
     return int(found) if found is not None else None
 
 
-def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = None) -> int:
-    """The id of the stored run for this profile on the current data, computing it when missing."""
+@dataclass(frozen=True)
+class Retention:
+    """How many stored runs of profiles that are not bundled (scenarios) to keep, and for how long."""
+
+    max_runs: int
+    max_age_hours: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        return cls(settings.scenario_runs_max, settings.scenario_runs_max_age_hours)
+
+
+def prune_scenarios(conn: Connection, retention: Retention, keep: int | None = None) -> int:
+    """Delete the runs of profiles that are not bundled beyond the newest `max_runs` or older than
+    `max_age_hours` (their scores and zones go with them), never the run `keep`; the number deleted. Runs of
+    bundled profiles are kept, one per data epoch and set of boundaries."""
+    bundled = [p.hash() for p in bundled_profiles().values()]
+    return int(
+        conn.execute(
+            text("""
+        WITH scenario AS (
+            SELECT id, computed_at, row_number() OVER (ORDER BY computed_at DESC, id DESC) AS n
+            FROM score_runs WHERE NOT (profile_hash = ANY(:bundled)))
+        DELETE FROM score_runs WHERE id IN (
+            SELECT id FROM scenario
+            WHERE (n > :max_runs OR computed_at < now() - make_interval(secs => :age_s))
+              AND id IS DISTINCT FROM :keep)"""),
+            {
+                "bundled": bundled,
+                "max_runs": retention.max_runs,
+                "age_s": retention.max_age_hours * 3600.0,
+                "keep": keep,
+            },
+        ).rowcount
+    )
+
+
+def ensure_run(
+    engine: Engine, profile: Profile, set_ids: list[str] | None = None, *, retention: Retention | None = None
+) -> int:
+    """The id of the stored run for this profile on the current data, computing it when missing. With a
+    `retention`, storing a new run of a profile that is not bundled prunes the older scenario runs."""
     with engine.connect() as conn:
         sets = sorted(set_ids or scoring_data.default_sets(conn))
         known = set(conn.execute(text("SELECT id FROM boundary_sets")).scalars())
@@ -239,6 +281,8 @@ def ensure_run(engine: Engine, profile: Profile, set_ids: list[str] | None = Non
                 FROM admin_units WHERE boundary_set_id || '/' || pcode = ANY(:keys)"""),
                 {**z, "run": run},
             )
+        if retention is not None:
+            prune_scenarios(conn, retention, keep=run)
     return run
 
 
