@@ -24,9 +24,13 @@ from app.settings import PROJECT_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = Path(__file__).parent / "browser" / "map_check.js"
 WEB_FILES = ("index.html", "map.js", "map.css", "i18n.js")
-BROWSER_TIMEOUT_S = 300
+BROWSER_TIMEOUT_S = 420  # the whole walk, fitted profile and validation included
 DEFAULT = "root-causes-2021"
 REGION = "northern-triangle-2021"  # scope "region": one ranking across the three countries
+EMPIRICAL = "empirical-2021"  # fitted to observed out-migration: no weights, a fit per country
+FIT_TIMEOUT_S = 300  # the first request of a fitted profile fits it (30–60 s here)
+REFERENCE_ROWS = 30  # Guatemala's top municipios of the default profile, their score as the value
+TOP_COEFFICIENTS = 5
 
 
 # ---- served by the app, offline
@@ -123,15 +127,56 @@ def node() -> str:
 
 
 @pytest.fixture(scope="module")
+def empirical(live_url: str) -> dict[str, Any]:
+    """/v1/profiles/empirical-2021 from the live server: its first request fits the profile, so the page's
+    own requests later find the run stored (the page's loading state is tested by holding its request)."""
+    r = httpx.get(f"{live_url}/v1/profiles/{EMPIRICAL}", timeout=FIT_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["fit"]["countries"]
+    return body
+
+
+@pytest.fixture(scope="module")
+def reference(live_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Reference tables for the validation panel: reference.csv (Guatemala's top municipios of the default
+    profile with their own score as the value, so Spearman is 1, and one P-code written without its zero
+    that matches nothing) and bad.csv (text where a number belongs); with the service's answer to each."""
+    folder = tmp_path_factory.mktemp("references")
+    items = _get(live_url, "/v1/priorities", country="GTM", limit=REFERENCE_ROWS)["items"]
+    lines = ["pcode,value", *(f"{i['pcode']},{i['score']}" for i in items), "GT101,50"]
+    (folder / "reference.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "bad.csv").write_text("pcode,value\nGT0101,1\nGT0102,many\n", encoding="utf-8")
+    fields = {"measures": "score of the default profile", "source": "Raíces test", "period": "2021"}
+    answers = {}
+    for name in ("reference.csv", "bad.csv"):
+        files = {"file": (name, (folder / name).read_bytes(), "text/csv")}
+        answers[name] = httpx.post(f"{live_url}/v1/validation", data=fields, files=files, timeout=120)
+    assert answers["reference.csv"].status_code == 200, answers["reference.csv"].text
+    assert answers["bad.csv"].status_code == 422
+    return {
+        "folder": folder,
+        "pcodes": [i["pcode"] for i in items],
+        "answer": answers["reference.csv"].json(),
+        "bad": answers["bad.csv"].json(),
+    }
+
+
+@pytest.fixture(scope="module")
 def seen(
-    chromium: Path, node: str, live_url: str, tmp_path_factory: pytest.TempPathFactory
+    chromium: Path,
+    node: str,
+    live_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    empirical: dict[str, Any],
+    reference: dict[str, Any],
 ) -> dict[str, Any]:
     """What map_check.js saw: one browser session through the whole page (see the script)."""
     shots = tmp_path_factory.mktemp("map-screenshots")
     profile = tmp_path_factory.mktemp("chromium-profile")
     started = time.monotonic()
     done = subprocess.run(
-        [node, str(SCRIPT), live_url, str(shots), str(profile), str(chromium)],
+        [node, str(SCRIPT), live_url, str(shots), str(profile), str(chromium), str(reference["folder"])],
         capture_output=True,
         text=True,
         timeout=BROWSER_TIMEOUT_S,
@@ -146,9 +191,13 @@ def seen(
 
 
 def test_page_loads_offline_without_console_errors(seen: dict[str, Any]) -> None:
-    assert seen["console_errors"] == []
+    # the bad reference file's 422 is asked for (and is the only failed response); the browser reports it
+    # as a console error of the failed resource
+    validation = [r for r in seen["failed_responses"] if "/v1/validation" in r]
+    assert [r.split()[0] for r in validation] == ["422"]
+    assert [r for r in seen["failed_responses"] if r not in validation] == []
+    assert [e for e in seen["console_errors"] if "status of 422" not in e] == []
     assert seen["external_requests"] == []
-    assert seen["failed_responses"] == []
     assert all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
 
 
@@ -283,3 +332,155 @@ def test_region_scenario_posts_the_region_profile(seen: dict[str, Any]) -> None:
     assert s["profile_id"] == "map-scenario" and s["hash"] != seen["region"]["hash"]
     assert "profile=northern-triangle-2021" in s["url"] and "migration=0.2" in s["url"]
     assert "II=" not in s["url"] and s["rank_head"] == "# región"
+
+
+# ---- a fitted profile: no weights, its fit per country
+
+
+def _es(value: float | None, digits: int = 2) -> str:
+    """A number as the page shows it in Spanish (Intl.NumberFormat('es'), at most `digits` decimals)."""
+    if value is None:
+        return "–"
+    text = f"{round(value, digits):.{digits}f}".rstrip("0").rstrip(".")
+    return ("0" if text == "-0" else text).replace(".", ",")
+
+
+def test_fitted_profile_has_no_sliders(seen: dict[str, Any]) -> None:
+    e = seen["empirical"]
+    assert e["selected"] == EMPIRICAL and e["profile_id"] == EMPIRICAL
+    assert e["sliders"] == [] and e["no_data_pillars"] == [] and e["reset_hidden"]
+    assert "los pesos no se aplican" in e["weights_note"]
+    assert "profile=empirical-2021" in e["url"] and e["colour_by_pcode"]
+    # back on the default profile: its sliders, no fit box
+    back = seen["empirical_back"]
+    assert [k for k, _ in back["sliders"]] == ["I", "II", "III", "IV", "V", "migration"]
+    assert back["weights_note"] is None and not back["reset_hidden"] and not back["fit_visible"]
+    assert not seen["profile_default"]["colour_by_pcode"]
+
+
+def test_fit_box_loads_without_blocking_the_page(seen: dict[str, Any], live_url: str) -> None:
+    loading = seen["empirical_loading"]
+    assert loading["held_requests"] == 1  # the page asked for the fit once, and it was still pending
+    assert loading["fit_visible"] and loading["fit_status"] == "loading" and loading["fit_busy"] == "true"
+    assert "calculando el ajuste" in loading["fit_text"] and loading["fit_countries"] == []
+    # meanwhile the table of the fitted profile was read in full
+    api = _get(live_url, "/v1/priorities", profile=EMPIRICAL, limit=1000)
+    assert [r[0] for r in loading["rows"]] == [i["pcode"] for i in api["items"]]
+    assert loading["hash"] == api["profile"]["hash"]
+
+
+def test_fit_box_shows_the_fit_of_the_api(seen: dict[str, Any], empirical: dict[str, Any]) -> None:
+    e = seen["empirical"]
+    assert e["fit_visible"] and e["fit_status"] == "ready" and e["fit_busy"] == "false"
+    assert "Asociación, no causa" in e["fit_text"]
+    api = {c["country"]: c for c in empirical["fit"]["countries"]}
+    shown = e["fit_countries"]
+    assert [c["country"] for c in shown] == sorted(api, key=["GTM", "HND", "SLV"].index)
+    for c in shown:
+        a = api[c["country"]]
+        assert c["status"] == a["status"] and c["units"] == str(a["units_with_outcome"])
+        if a["status"] != "fitted":
+            assert c["spearman"] is None and c["coefficients"] == []
+            continue
+        assert "ajustado" in c["heading"]
+        assert c["spearman"] == _es(a["out_of_sample"]["spearman"])
+        assert c["r2"] == _es(a["out_of_sample"]["r2"])
+        largest = [k for k in a["coefficients"] if k["coefficient"] != 0][:TOP_COEFFICIENTS]
+        assert [k[:3] for k in c["coefficients"]] == [
+            [k["code"], k["pillar"], k["coefficient"]] for k in largest
+        ]
+        signs = ["+" if k["coefficient"] > 0 else "−" for k in largest]
+        assert [k[3][0] for k in c["coefficients"]] == signs
+    # Guatemala (340 municipios with deportees) is fitted, with at least three drivers kept
+    assert api["GTM"]["status"] == "fitted"
+    assert len(next(c for c in shown if c["country"] == "GTM")["coefficients"]) >= 3
+
+
+def test_fit_box_in_english(seen: dict[str, Any]) -> None:
+    en = seen["empirical_en"]
+    assert "Association, not cause" in en["fit_text"] and "out of sample" in en["fit_text"]
+    assert "weights do not apply" in en["weights_note"]
+    es = seen["empirical"]["fit_countries"]
+    assert [[k[:3] for k in c["coefficients"]] for c in en["fit_countries"]] == [
+        [k[:3] for k in c["coefficients"]] for c in es
+    ]
+    # the same figures in English number format: a decimal point, not a comma
+    assert [c["spearman"] for c in en["fit_countries"]] == [
+        c["spearman"].replace(",", ".") if c["spearman"] else None for c in es
+    ]
+
+
+# ---- validation against a reference table
+
+
+def test_validation_posts_a_form_with_the_profile(seen: dict[str, Any]) -> None:
+    posted = seen["validation"]["posted"]
+    assert len(posted) == 1 and posted[0]["content_type"] == "multipart/form-data"
+    fields = posted[0]["fields"]
+    assert fields["file"] == "file:reference.csv" and fields["profile"] == DEFAULT
+    assert (fields["measures"], fields["source"], fields["period"]) == (
+        "score of the default profile",
+        "Raíces test",
+        "2021",
+    )
+    assert (fields["per_capita"], fields["direction"], fields["top_k"]) == ("false", "1", "20")
+
+
+def test_validation_shows_the_agreement_figures(seen: dict[str, Any], reference: dict[str, Any]) -> None:
+    v, api = seen["validation"], reference["answer"]
+    assert v["error_hidden"]
+    assert v["counts"] == {"rows": str(REFERENCE_ROWS + 1), "matched": str(REFERENCE_ROWS), "unmatched": "1"}
+    assert api["matched"] == REFERENCE_ROWS and api["reference"]["rows"] == REFERENCE_ROWS + 1
+    assert "score of the default profile" in v["ref"] and DEFAULT in v["ref"]
+    [gtm] = v["countries"]
+    units = api["countries"]["GTM"]["units"]
+    assert gtm["country"] == "GTM"
+    # the reference is the score itself: Spearman 1 with a degenerate interval
+    assert units["spearman"]["rho"] == 1.0
+    assert gtm["spearman_units"] == f"1 (95 %: 1 – 1; n = {REFERENCE_ROWS})"
+    k = units["top_k"]
+    assert gtm["top_k"].startswith(f"{k['overlap']} de {k['k']} (azar: {_es(k['expected_by_chance'], 1)};")
+    t1 = units["tier1"]
+    assert gtm["tier1"].startswith(
+        f"{t1['hits']} de {t1['k']} (100 %; azar: {_es(t1['expected_by_chance'], 1)},"
+    )
+    deps = api["countries"]["GTM"]["departments"]["spearman"]
+    if deps["rho"] is None:  # the service's note, in Spanish
+        assert gtm["spearman_departments"] == f"menos de 5 pares: sin correlación (n = {deps['n']})"
+    else:
+        assert gtm["spearman_departments"].startswith(f"{_es(deps['rho'])} (95 %:")
+
+
+def test_validation_plots_one_point_per_matched_row(seen: dict[str, Any], reference: dict[str, Any]) -> None:
+    [gtm] = seen["validation"]["countries"]
+    points = gtm["points"]
+    assert sorted(p[0] for p in points) == sorted(reference["pcodes"])
+    assert sorted(p[0] for p in points) == sorted(
+        p["pcode"] for p in reference["answer"]["countries"]["GTM"]["pairs"]
+    )
+    assert gtm["svg_label"].endswith(f"{REFERENCE_ROWS} puntos")
+    # value on x, score on y (SVG y grows downwards): equal values and scores lie on a rising line
+    by_x = [p[0] for p in sorted(points, key=lambda p: (p[1], -p[2]))]
+    by_y = [p[0] for p in sorted(points, key=lambda p: (-p[2], p[1]))]
+    assert by_x == by_y and points[0][1] != points[-1][1]
+
+
+def test_validation_lists_unmatched_rows_with_suggestions(seen: dict[str, Any]) -> None:
+    [row] = seen["validation"]["unmatched"]
+    assert "GT101" in row["text"] and "¿Quiso decir" in row["text"]
+    assert row["suggestions"][0] == "GT0101"
+    assert seen["suggestion_panel"] == "Guatemala"  # the suggestion opens its municipio
+
+
+def test_validation_in_english(seen: dict[str, Any]) -> None:
+    en = seen["validation_en"]
+    assert en["counts_text"].startswith(f"rows read {REFERENCE_ROWS + 1} · matched {REFERENCE_ROWS}")
+    assert en["countries"][0]["svg_label"].endswith(f"{REFERENCE_ROWS} points")
+
+
+def test_validation_error_shows_the_service_message(seen: dict[str, Any], reference: dict[str, Any]) -> None:
+    bad = seen["validation_bad"]
+    assert bad["posts"] == 2 and not bad["error_hidden"]
+    assert reference["bad"]["description"] in bad["error"] and "'many'" in bad["error"]
+    assert bad["error"].startswith("La referencia no se pudo comparar")
+    assert bad["countries"] == [] and bad["counts"] == {}  # the previous figures are gone

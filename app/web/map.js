@@ -1,5 +1,7 @@
 // The planners' map: priorities from the service's vector tiles, filters, a ranked table, a municipio panel,
-// a choice of bundled profile, and weight sliders that post a custom profile to /v1/scores.
+// a choice of bundled profile, weight sliders that post a custom profile to /v1/scores (or, for a fitted
+// profile, its cross-validated fit instead), and a validation panel that posts a reference table to
+// /v1/validation and plots it against the scores.
 // Vanilla JS, no build step, nothing external.
 "use strict";
 (() => {
@@ -12,6 +14,11 @@
   const PILLAR_COLOURS = { I: "#e69f00", II: "#56b4e9", III: "#009e73", IV: "#d55e00", V: "#cc79a7" };
   const SCORE_STOPS = [0, "#ffffcc", 25, "#fed976", 50, "#fd8d3c", 75, "#e31a1c", 100, "#800026"];
   const NOT_RANKED = "#cfcfcf";
+  const COUNTRY_NAMES = { GTM: "Guatemala", HND: "Honduras", SLV: "El Salvador" };
+  const TOP_COEFFICIENTS = 5; // the largest non-zero coefficients of a fitted profile shown per country
+  const TIER_COLOURS = { 1: "#b2182b", 2: "#ef8a62", 3: "#67a9cf" };
+  const MAX_UNMATCHED = 25; // unmatched reference rows listed (the count says how many in all)
+  const MAX_DISAGREEMENTS = 5;
   const SRC = { source: "priorities", sourceLayer: "priorities" }; // a feature-state target
   const LAYER_SRC = { source: "priorities", "source-layer": "priorities" };
 
@@ -34,6 +41,8 @@
     profile: PROFILE, spec: null, defaults: null, weights: null, hash: "",
     scenario: false, // true when the weights differ from the chosen profile's: results come from POST /v1/scores
     overlay: null, // {byPcode, expr} when the map cannot use the tiles' (default profile's) properties
+    fits: new Map(), // fitted profile id → {status: "loading" | "ready" | "error", fit, error}
+    validation: null, // the last answer of POST /v1/validation, and whether a weight scenario was on
     rows: [], sources: {}, catalogue: new Map(), selected: null, hoverId: null, selectedId: null, panelData: null, seq: 0, weightSeq: 0,
   };
   const t = (key) => window.I18N[state.lang][key] ?? key;
@@ -64,6 +73,8 @@
   const hasPillar = (p) => Boolean(state.spec && state.spec.pillars && state.spec.pillars[p]);
   const weightKeys = () => PILLARS.filter(hasPillar).concat("migration");
   const regionScope = () => Boolean(state.spec && state.spec.scope === "region");
+  // a fitted profile (an `empirical` block) is not weighted: no sliders, no scenario, its fit instead
+  const fitted = () => Boolean(state.spec && state.spec.empirical);
   const scenarioSpec = () => ({
     ...state.spec, id: "map-scenario", title: `Map scenario (${state.profile})`, draws: SCENARIO_DRAWS,
     pillar_weights: { ...state.spec.pillar_weights, ...Object.fromEntries(PILLARS.filter(hasPillar).map((p) => [p, state.weights[p]])) },
@@ -311,6 +322,11 @@
   // ---- profile, weights, scenario, URL
   const isDefault = () => weightKeys().every((k) => state.weights[k] === state.defaults[k]);
   function renderSliders() {
+    $("#reset").hidden = fitted();
+    if (fitted()) {
+      $("#sliders").innerHTML = `<p class="profile" id="weights-note">${esc(t("weightsFitted"))}</p>`;
+      return;
+    }
     // a pillar the profile does not list has no data in it: no slider, only the words "no data"
     const rows = PILLARS.map((p) => [p, t("pillars")[p], 5, 0.5]).concat([["migration", t("migration"), 1, 0.05]]);
     $("#sliders").innerHTML = rows.map(([k, label, max, step]) => (k === "migration" || hasPillar(k) ? `
@@ -329,8 +345,9 @@
       migration: p.spec.migration_weight,
     };
     state.weights = Object.fromEntries(Object.entries(state.defaults).map(([k, v]) =>
-      [k, fromURL ? weight(params.get(k), k === "migration" ? 1 : 5, v) : v]));
+      [k, fromURL && !fitted() ? weight(params.get(k), k === "migration" ? 1 : 5, v) : v]));
     $("#f-profile").value = state.profile;
+    if (fitted()) loadFit(state.profile);
   }
   function renderProfiles() {
     $("#f-profile").innerHTML = [...state.profiles.values()].map((p) =>
@@ -348,6 +365,7 @@
     useProfile(e.target.value);
     renderSliders();
     renderScope();
+    renderFit();
     applyWeights().catch(showError);
   });
   let timer = null;
@@ -366,6 +384,215 @@
     renderSliders();
     applyWeights().catch(showError);
   });
+  // ---- a fitted profile's fit per country, from GET /v1/profiles/{id}. The first request fits the model
+  // (up to a minute): it runs on its own, so the map, table and panel of the profile load meanwhile.
+  function loadFit(id) {
+    const known = state.fits.get(id);
+    if (known && known.status !== "error") return;
+    state.fits.set(id, { status: "loading" });
+    getJSON(`v1/profiles/${encodeURIComponent(id)}`)
+      .then((body) => state.fits.set(id, { status: "ready", fit: body.fit || { countries: [] } }))
+      .catch((err) => state.fits.set(id, { status: "error", error: err.message }))
+      .finally(() => { if (state.profile === id) renderFit(); });
+  }
+  const signed = (v, digits) => `${v > 0 ? "+" : v < 0 ? "−" : ""}${fmt(Math.abs(v), digits)}`;
+  const countryOrder = (a, b) => COUNTRIES.indexOf(a) - COUNTRIES.indexOf(b) || a.localeCompare(b);
+  function renderFit() {
+    $("#fit").hidden = !fitted();
+    if (!fitted()) return;
+    const f = state.fits.get(state.profile) || { status: "loading" };
+    const body = $("#fit-body");
+    $("#fit").dataset.status = f.status;
+    body.setAttribute("aria-busy", String(f.status === "loading"));
+    if (f.status === "loading") body.innerHTML = `<p class="muted loading">${esc(t("fitLoading"))}</p>`;
+    else if (f.status === "error") body.innerHTML = `<p class="v-error">${esc(t("loadError"))}: ${esc(f.error)}</p>`;
+    else body.innerHTML = [...f.fit.countries].sort((a, b) => countryOrder(a.country, b.country)).map(fitCountry).join("");
+  }
+  function fitCountry(c) {
+    const ok = c.status === "fitted";
+    const oos = c.out_of_sample || {};
+    const nameOf = (code) => {
+      const i = state.catalogue.get(code) || {};
+      return (state.lang === "en" ? i.name_en : i.name_es) || code;
+    };
+    // a coefficient of 0 is a driver the penalty left out: not among the largest
+    const coefs = (c.coefficients || []).filter((k) => k.coefficient !== 0).slice(0, TOP_COEFFICIENTS);
+    return `<div class="fit-country" data-country="${esc(c.country)}" data-status="${esc(c.status)}">
+      <h3>${esc(COUNTRY_NAMES[c.country] || c.country)} · <span class="status">${esc(ok ? t("fitted") : t("notFitted"))}</span></h3>
+      ${ok ? "" : `<p class="muted reason">${esc(c.status)}</p>`}
+      <p class="units">${esc(t("unitsWithOutcome"))}: <strong data-key="units">${esc(c.units_with_outcome)}</strong>
+        (${esc(c.departments)} ${esc(t("departments"))})</p>
+      ${ok ? `<p class="oos">${esc(t("outOfSample"))}: Spearman <strong data-key="spearman">${fmt(oos.spearman)}</strong>
+        · R² <strong data-key="r2">${fmt(oos.r2)}</strong></p>
+      <p class="coef-head">${esc(t("largestCoefficients"))}:</p>
+      ${coefs.length ? `<ul class="coefs">${coefs.map((k) => `<li data-code="${esc(k.code)}" data-pillar="${esc(k.pillar)}" data-coefficient="${esc(k.coefficient)}">
+        <span class="chip" style="background:${PILLAR_COLOURS[k.pillar] || NOT_RANKED}"></span>
+        <span class="name">${esc(nameOf(k.code))} <span class="muted">(${esc(k.pillar)})</span></span>
+        <span class="num">${signed(k.coefficient, 3)}</span></li>`).join("")}</ul>`
+        : `<p class="muted">${esc(t("noCoefficient"))}</p>`}` : ""}
+    </div>`;
+  }
+
+  // ---- validation: the chosen bundled profile against the user's reference table, posted as a form to
+  // POST /v1/validation; the answer's figures per country and a scatter plot of its `pairs`
+  $("#v-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const data = new FormData(e.currentTarget);
+    data.set("per_capita", $("#v-per-capita").checked ? "true" : "false");
+    data.set("profile", state.profile); // a scenario is not stored under an id: its bundled profile is compared
+    const scenario = state.scenario;
+    state.validation = null; // the previous figures go: they answered another table
+    renderValidation();
+    $("#v-error").hidden = true;
+    $("#v-busy").hidden = false;
+    $("#v-submit").disabled = true;
+    try {
+      const r = await fetch(url("v1/validation"), { method: "POST", body: data });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw Object.assign(new Error(body.description || `${r.status}`), { details: body.errors || [] });
+      state.validation = { ...body, scenario };
+      renderValidation();
+    } catch (err) {
+      showValidationError(err);
+    } finally {
+      $("#v-busy").hidden = true;
+      $("#v-submit").disabled = false;
+    }
+  });
+  function showValidationError(err) {
+    // the service's message says what to fix; its list of bad rows adds any it did not already name
+    const extra = (err.details || []).filter((d) => !err.message.includes(d)).slice(0, 10);
+    $("#v-error").innerHTML = `<strong>${esc(t("validationError"))}</strong>: ${esc(err.message)}${
+      extra.length ? `<ul>${extra.map((d) => `<li>${esc(d)}</li>`).join("")}</ul>` : ""}`;
+    $("#v-error").hidden = false;
+  }
+  const pValue = (p) => (p === null || p === undefined ? "–" : p < 0.001 ? `< ${fmt(0.001, 3)}` : fmt(p, 3));
+  const pct = (v) => (v === null || v === undefined ? "–" : `${fmt(v * 100, 0)} %`);
+  // the service's notes where a figure cannot be had, in the page's language when they are known
+  const NOTES = {
+    "fewer than 5 pairs: no correlation": "noteFewPairs",
+    "one side is constant: no correlation": "noteConstant",
+    "k covers every matched unit: overlap is k by construction": "noteKCoversAll",
+  };
+  const note = (text) => esc(NOTES[text] ? t(NOTES[text]) : text || "–");
+  function spearmanText(s) {
+    if (s.rho === null) return `<span class="muted">${note(s.note)} (n = ${esc(s.n)})</span>`;
+    return `<strong>${fmt(s.rho)}</strong> (95 %: ${fmt(s.ci95[0])} – ${fmt(s.ci95[1])}; n = ${esc(s.n)})`;
+  }
+  function topKText(k) {
+    if (k.overlap === null) return `<span class="muted">${note(k.note)}</span>`;
+    return `<strong>${esc(k.overlap)}</strong> ${esc(t("of"))} ${esc(k.k)} (${esc(t("chance"))}: ${fmt(k.expected_by_chance, 1)};
+      p ${pValue(k.p_value).startsWith("<") ? "" : "= "}${pValue(k.p_value)})`;
+  }
+  function tier1Text(h) {
+    return `<strong>${esc(h.hits)}</strong> ${esc(t("of"))} ${esc(h.k)} (${pct(h.hit_rate)}; ${esc(t("chance"))}:
+      ${fmt(h.expected_by_chance, 1)}, ${pct(h.chance_rate)}; p ${pValue(h.p_value).startsWith("<") ? "" : "= "}${pValue(h.p_value)})`;
+  }
+  function renderValidation() {
+    const v = state.validation;
+    if (!v) {
+      $("#v-result").innerHTML = "";
+      return;
+    }
+    const ref = v.reference;
+    const notes = [
+      ref.level === "municipio" ? t("byMunicipio") : t("byDepartment"),
+      `${t("profile")} ${v.profile.id}`,
+      ...(v.options.per_capita ? [t("perCapitaShort")] : []),
+      ...(ref.direction === -1 ? [t("lowerIsPriority")] : []),
+      ...(v.scenario ? [t("scenarioNote")] : []),
+    ];
+    const counts = [
+      [t("rowsRead"), ref.rows, "rows"], [t("matchedRows"), v.matched, "matched"], [t("unmatchedRows"), v.unmatched.length, "unmatched"],
+      ...(v.not_ranked.length ? [[t("notRanked"), v.not_ranked.length, "not-ranked"]] : []),
+      ...(v.no_population.length ? [[t("noPopulation"), v.no_population.length, "no-population"]] : []),
+    ];
+    $("#v-result").innerHTML = `
+      <p class="v-ref"><strong>${esc(ref.measures)}</strong> — ${esc(ref.source)}, ${esc(ref.period)}<br>
+        <span class="muted">${notes.map(esc).join(" · ")}</span></p>
+      <p class="v-counts">${counts.map(([label, n, key]) => `${esc(label)} <strong data-key="${key}">${esc(n)}</strong>`).join(" · ")}</p>
+      ${Object.keys(v.countries).sort(countryOrder).map((iso) => validationCountry(iso, v.countries[iso], v)).join("")}
+      ${unmatchedList(v.unmatched)}
+      <p class="muted">${esc(t("validationNote"))}</p>`;
+  }
+  function validationCountry(iso, c, v) {
+    const u = c.units;
+    const rows = [
+      ...(u ? [["spearman-units", t("spearmanUnits"), spearmanText(u.spearman)]] : []),
+      ["spearman-departments", t("spearmanDeps"), spearmanText(c.departments.spearman)],
+      ...(u ? [["top-k", `${t("topK")} (k = ${u.top_k.k})`, topKText(u.top_k)], ["tier1", t("tier1Hits"), tier1Text(u.tier1)]] : []),
+    ];
+    return `<div class="v-country" data-country="${esc(iso)}">
+      <h3>${esc(COUNTRY_NAMES[iso] || iso)} · ${esc(t("matchedRows"))} ${esc(c.matched)}</h3>
+      <table class="v-figures"><tbody>${rows.map(([key, label, value]) =>
+        `<tr data-key="${key}"><th scope="row">${esc(label)}</th><td>${value}</td></tr>`).join("")}</tbody></table>
+      ${scatter(c.pairs, v)}
+      ${disagreementTable(u ? u.disagreements : c.departments.disagreements, Boolean(u))}
+    </div>`;
+  }
+  // an axis over [lo, hi] with about four round ticks (steps of 1, 2 or 5 × 10^k) that enclose the data
+  function niceAxis(lo, hi) {
+    if (lo === hi) [lo, hi] = [lo - 1, hi + 1];
+    const raw = (hi - lo) / 4;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 5, 10].map((m) => m * mag).find((st) => st >= raw);
+    const [a, b] = [Math.floor(lo / step) * step, Math.ceil(hi / step) * step];
+    const ticks = [];
+    for (let x = a; x <= b + step / 2; x += step) ticks.push(Number(x.toPrecision(12)));
+    const margin = (b - a) * 0.03; // keeps points on the edge off the frame
+    return { a: a - margin, b: b + margin, ticks };
+  }
+  // reference value (x) against score (y), one point per matched ranked unit; inline SVG, both axes fitted
+  // to the data (a reference often covers only the top of the ranking)
+  function scatter(pairs, v) {
+    const pts = pairs.filter((p) => p.score !== null && p.value !== null);
+    if (!pts.length) return `<p class="muted">${esc(t("noScatter"))}</p>`;
+    const [W, H, L, R, T, B] = [360, 230, 40, 12, 8, 38];
+    const xa = niceAxis(Math.min(...pts.map((p) => p.value)), Math.max(...pts.map((p) => p.value)));
+    const ya = niceAxis(Math.min(...pts.map((p) => p.score)), Math.max(...pts.map((p) => p.score)));
+    const sx = (x) => L + ((x - xa.a) / (xa.b - xa.a)) * (W - L - R);
+    const sy = (y) => T + (1 - (y - ya.a) / (ya.b - ya.a)) * (H - T - B);
+    const xLabel = `${v.reference.measures}${v.options.per_capita ? ` (${t("perCapitaShort")})` : ""}`;
+    const label = `${t("scatterLabel")}: ${pts.length} ${t("points")}`;
+    return `<figure class="v-scatter"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(label)}">
+      <rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" class="frame"/>
+      ${ya.ticks.map((y) => `<line class="grid" x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}"/>
+        <text class="tick" x="${L - 4}" y="${sy(y) + 3}" text-anchor="end">${fmt(y)}</text>`).join("")}
+      ${xa.ticks.map((x) => `<text class="tick" x="${sx(x)}" y="${H - B + 12}" text-anchor="middle">${fmt(x)}</text>`).join("")}
+      <text class="axis" x="${L + (W - L - R) / 2}" y="${H - 6}" text-anchor="middle">${esc(xLabel.slice(0, 70))}</text>
+      <text class="axis" transform="translate(11 ${T + (H - T - B) / 2}) rotate(-90)" text-anchor="middle">${esc(t("score"))}</text>
+      ${pts.map((p) => `<circle class="pt" data-pcode="${esc(p.pcode)}" cx="${sx(p.value).toFixed(1)}" cy="${sy(p.score).toFixed(1)}" r="3.5"
+        fill="${TIER_COLOURS[p.tier] || NOT_RANKED}"><title>${esc(p.name)} (${esc(p.pcode)}): ${fmt(p.value)} · ${esc(t("score"))} ${fmt(p.score, 1)}${
+        p.tier ? ` · ${esc(t("tier"))} ${esc(p.tier)}` : ""}</title></circle>`).join("")}
+    </svg><figcaption class="muted">${[1, 2, 3].map((k) =>
+      `<span class="chip" style="background:${TIER_COLOURS[k]}"></span>${esc(t("tier"))} ${k}`).join(" ")}</figcaption></figure>`;
+  }
+  function disagreementTable(list, clickable) {
+    if (!list || !list.length) return "";
+    return `<details class="v-disagreements"><summary>${esc(t("disagreements"))}</summary>
+      <table><thead><tr><th scope="col">${esc(t("municipio"))}</th><th scope="col" class="num">${esc(t("referenceRank"))}</th>
+        <th scope="col" class="num">${esc(t("profileRank"))}</th><th scope="col" class="num">${esc(t("difference"))}</th></tr></thead><tbody>
+      ${list.slice(0, MAX_DISAGREEMENTS).map((d) => `<tr title="${esc(t("value"))} ${fmt(d.value)} · ${esc(t("score"))} ${fmt(d.score, 1)}"><td>${clickable
+        ? `<button type="button" class="link" data-pcode="${esc(d.pcode)}">${esc(d.name)}</button>` : esc(d.name)}</td>
+        <td class="num">${fmt(d.reference_rank, 1)}</td><td class="num">${fmt(d.profile_rank, 1)}</td>
+        <td class="num">${signed(d.rank_difference, 1)}</td></tr>`).join("")}
+      </tbody></table></details>`;
+  }
+  function unmatchedList(list) {
+    if (!list.length) return "";
+    const suggestion = (s) => (s.department // a municipio: open its panel
+      ? `<button type="button" class="link" data-pcode="${esc(s.pcode)}">${esc(s.name)}</button> (${esc(s.pcode)}, ${esc(s.department)})`
+      : `${esc(s.name)} (${esc(s.pcode)})`);
+    return `<details class="v-unmatched" open><summary>${esc(t("unmatchedRows"))} (${list.length})</summary><ul>
+      ${list.slice(0, MAX_UNMATCHED).map((m) => `<li data-row="${esc(m.row)}"><strong>${esc(m.row)}</strong>: ${esc(m.given)} — ${esc(m.reason)}${
+        m.suggestions.length ? `<br>${esc(t("didYouMean"))} ${m.suggestions.map(suggestion).join(", ")}?` : ""}</li>`).join("")}
+      </ul>${list.length > MAX_UNMATCHED ? `<p class="muted">… ${list.length - MAX_UNMATCHED} ${esc(t("more"))}</p>` : ""}</details>`;
+  }
+  $("#v-result").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-pcode]");
+    if (b) select(b.dataset.pcode, null, true);
+  });
+
   // the whole map for the chosen profile and weights: the default profile straight from the tiles, another
   // bundled profile from GET /v1/priorities, a scenario from POST /v1/scores
   async function applyWeights() {
@@ -429,6 +656,8 @@
     $("#panel-close").setAttribute("aria-label", t("close"));
     renderSliders();
     renderScope();
+    renderFit();
+    renderValidation();
     renderLegend();
     renderTable();
     if (state.panelData && !$("#panel").hidden) renderPanel();

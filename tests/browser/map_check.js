@@ -1,14 +1,16 @@
 // Drive the map page in a real headless Chromium and print what was seen as JSON on stdout.
-// Usage: node map_check.js BASE_URL SCREENSHOT_DIR USER_DATA_DIR [CHROMIUM]
+// Usage: node map_check.js BASE_URL SCREENSHOT_DIR USER_DATA_DIR CHROMIUM REFERENCE_DIR
+// REFERENCE_DIR holds reference.csv (a good reference table) and bad.csv (one the service refuses).
 // Screenshots: map-overview.png (the bundled profile, the whole region), map-scenario.png (the end of the
-// main walk) and map-region.png (the regional profile northern-triangle-2021).
+// main walk), map-region.png (the regional profile northern-triangle-2021), map-empirical.png (the fitted
+// profile empirical-2021 with its fit) and map-validation.png (the validation panel with its plot).
 "use strict";
 const { chromium } = require("playwright-core");
 
 const fs = require("fs");
 const path = require("path");
 
-const [base, shots, userDataDir, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+const [base, shots, userDataDir, executablePath = "/usr/bin/chromium", refDir] = process.argv.slice(2);
 const FLAGS = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -35,6 +37,8 @@ async function openMap(context, path, out) {
 const firstRows = (page) => page.$$eval("#ranking tbody tr", (rows) => rows.slice(0, 10).map((r) => r.dataset.pcode));
 const idle = (page) => page.waitForFunction(() => !document.body.dataset.busy && window.raices.map.loaded());
 const REGION = "northern-triangle-2021";
+const EMPIRICAL = "empirical-2021";
+const squash = (s) => (s === null || s === undefined ? null : s.replace(/\s+/g, " ").trim());
 
 // What the page shows for the chosen profile: selector, table (all rows), sliders, notes, map colours.
 const profileView = (page) => page.evaluate(() => {
@@ -55,6 +59,56 @@ const profileView = (page) => page.evaluate(() => {
     // the colour of a rendered municipio comes from the profile's own scores (a match on pcode), not the tiles
     colour_by_pcode: JSON.stringify(map.getPaintProperty("fill", "fill-color")).includes('["get","pcode"]'),
     rendered_features: rendered.length,
+  };
+});
+
+// What the fit box and the weights section show.
+const fitView = (page) => page.evaluate(() => {
+  const box = document.querySelector("#fit");
+  const text = (el) => (el ? el.textContent.replace(/\s+/g, " ").trim() : null);
+  return {
+    fit_visible: getComputedStyle(box).display !== "none",
+    fit_status: box.dataset.status || null,
+    fit_busy: document.querySelector("#fit-body").getAttribute("aria-busy"),
+    fit_text: text(box),
+    weights_note: text(document.querySelector("#weights-note")),
+    reset_hidden: document.querySelector("#reset").hidden,
+    fit_countries: [...box.querySelectorAll(".fit-country")].map((c) => ({
+      country: c.dataset.country,
+      status: c.dataset.status,
+      heading: text(c.querySelector("h3")),
+      units: text(c.querySelector("[data-key=units]")),
+      spearman: text(c.querySelector("[data-key=spearman]")),
+      r2: text(c.querySelector("[data-key=r2]")),
+      coefficients: [...c.querySelectorAll(".coefs li")].map((li) =>
+        [li.dataset.code, li.dataset.pillar, Number(li.dataset.coefficient), text(li.querySelector(".num"))]),
+    })),
+  };
+});
+
+// What the validation panel shows: counts, figures per country, the plot's points, unmatched rows.
+const validationView = (page) => page.evaluate(() => {
+  const r = document.querySelector("#v-result");
+  const text = (el) => (el ? el.textContent.replace(/\s+/g, " ").trim() : null);
+  const cell = (c, key) => text(c.querySelector(`tr[data-key="${key}"] td`));
+  return {
+    ref: text(r.querySelector(".v-ref")),
+    counts: Object.fromEntries([...r.querySelectorAll(".v-counts [data-key]")].map((s) => [s.dataset.key, s.textContent])),
+    counts_text: text(r.querySelector(".v-counts")),
+    countries: [...r.querySelectorAll(".v-country")].map((c) => ({
+      country: c.dataset.country,
+      spearman_units: cell(c, "spearman-units"),
+      spearman_departments: cell(c, "spearman-departments"),
+      top_k: cell(c, "top-k"),
+      tier1: cell(c, "tier1"),
+      svg_label: c.querySelector("svg") ? c.querySelector("svg").getAttribute("aria-label") : null,
+      points: [...c.querySelectorAll("svg circle.pt")].map((p) => [p.dataset.pcode, Number(p.getAttribute("cx")), Number(p.getAttribute("cy"))]),
+    })),
+    unmatched: [...r.querySelectorAll(".v-unmatched li")].map((li) => ({
+      row: li.dataset.row, text: text(li), suggestions: [...li.querySelectorAll("button[data-pcode]")].map((b) => b.dataset.pcode),
+    })),
+    error_hidden: document.querySelector("#v-error").hidden,
+    error: text(document.querySelector("#v-error")),
   };
 });
 
@@ -228,6 +282,72 @@ const profileView = (page) => page.evaluate(() => {
     await idle(region);
     out.back_to_default = await profileView(region);
     await region.close();
+
+    // the fitted profile: no sliders but a line saying why, and its fit per country. The fit's request is
+    // held back first: the box says it is computing while the map and table of the profile load anyway.
+    const t3 = Date.now();
+    const fit = await openMap(context, "/map", out);
+    await idle(fit);
+    let release = null;
+    const held = new Promise((resolve) => { release = resolve; });
+    let fitRequests = 0;
+    await fit.route(`**/v1/profiles/${EMPIRICAL}`, async (route) => { fitRequests += 1; await held; await route.continue(); });
+    await fit.selectOption("#f-profile", EMPIRICAL);
+    await fit.waitForFunction((id) => document.querySelector("#profile-id").textContent === id, EMPIRICAL);
+    await idle(fit);
+    out.empirical_loading = { ...(await profileView(fit)), ...(await fitView(fit)), held_requests: fitRequests };
+    release();
+    await fit.waitForFunction(() => document.querySelector("#fit").dataset.status === "ready");
+    out.empirical = { ...(await profileView(fit)), ...(await fitView(fit)) };
+    out.timings.empirical_ms = Date.now() - t3;
+    await fit.screenshot({ path: path.join(shots, "map-empirical.png") });
+    out.screenshots.push(path.join(shots, "map-empirical.png"));
+    await fit.click("#lang");
+    out.empirical_en = await fitView(fit);
+    await fit.click("#lang");
+    // and back to the default profile: its sliders, no fit
+    await fit.selectOption("#f-profile", "root-causes-2021");
+    await fit.waitForFunction(() => document.querySelector("#profile-id").textContent === "root-causes-2021");
+    await idle(fit);
+    out.empirical_back = { ...(await profileView(fit)), ...(await fitView(fit)) };
+
+    // validation: a reference table equal to the default profile's scores, uploaded as a form
+    const validationPosts = [];
+    fit.on("request", (r) => {
+      if (r.method() !== "POST" || !r.url().includes("/v1/validation")) return;
+      const body = (r.postDataBuffer() || Buffer.alloc(0)).toString("utf8");
+      const fields = {};
+      for (const m of body.matchAll(/name="([^"]+)"(; filename="([^"]*)")?\r\n(?:Content-Type: [^\r]*\r\n)?\r\n([^\r]*)/g)) {
+        fields[m[1]] = m[2] ? `file:${m[3]}` : m[4];
+      }
+      validationPosts.push({ content_type: r.headers()["content-type"].split(";")[0], fields });
+    });
+    await fit.click("#validation summary");
+    await fit.setInputFiles("#v-file", path.join(refDir, "reference.csv"));
+    await fit.fill("#v-measures", "score of the default profile");
+    await fit.fill("#v-source", "Raíces test");
+    await fit.fill("#v-period", "2021");
+    await fit.click("#v-submit");
+    await fit.waitForSelector("#v-result .v-country");
+    out.validation = { ...(await validationView(fit)), posted: validationPosts.slice() };
+    await fit.evaluate(() => document.querySelector("#validation").scrollIntoView());
+    await fit.screenshot({ path: path.join(shots, "map-validation.png") });
+    out.screenshots.push(path.join(shots, "map-validation.png"));
+    await fit.click("#lang");
+    out.validation_en = await validationView(fit);
+    await fit.click("#lang");
+    // a suggestion for an unmatched row opens that municipio's panel
+    await fit.click(".v-unmatched li button[data-pcode]");
+    await fit.waitForSelector("#panel:not([hidden])");
+    await fit.waitForFunction(() => document.querySelector("#panel-body").textContent.includes("GT0101"));
+    out.suggestion_panel = await fit.textContent("#panel-title");
+    await fit.keyboard.press("Escape");
+    // a bad file: the service's message, and no figures
+    await fit.setInputFiles("#v-file", path.join(refDir, "bad.csv"));
+    await fit.click("#v-submit");
+    await fit.waitForSelector("#v-error:not([hidden])");
+    out.validation_bad = { ...(await validationView(fit)), posts: validationPosts.length };
+    await fit.close();
     out.timings.total_ms = Date.now() - t0;
   } catch (err) {
     out.error = String(err && err.stack ? err.stack : err);
