@@ -709,8 +709,9 @@ def _unit_level(frame: pd.DataFrame, units: pd.DataFrame, spec: Spec) -> dict[st
 
 def _department_level(
     frame: pd.DataFrame, level: str, units: Units, country: str, spec: Spec
-) -> dict[str, Any]:
-    """Spearman and disagreements over one country's departments (scores aggregated; see module doc)."""
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Spearman and disagreements over one country's departments (scores aggregated; see module doc), and the
+    departments' values and aggregated scores."""
     ranked = units.units[(units.units["country"] == country) & units.units["ranked"]]
     if level == "unit":
         members = frame
@@ -743,7 +744,7 @@ def _department_level(
         "weighting": "population" if weighted else "mean (some municipios have no stored population)",
         "spearman": spearman_interval(x, y, resamples=spec.bootstrap, seed=spec.seed),
         "disagreements": _disagreements(deps, x, y, min(spec.disagreements, 5)),
-    }
+    }, deps
 
 
 def _country_figures(
@@ -763,7 +764,9 @@ def _country_figures(
         out["units"] = _unit_level(frame, units.units[units.units["country"] == country], spec)
     else:
         out["units"] = None
-    out["departments"] = _department_level(frame, matched.level, units, country, spec)
+    out["departments"], deps = _department_level(frame, matched.level, units, country, spec)
+    if matched.level != "unit":  # a reference by department is plotted against the departments' scores
+        frame = frame.assign(score=deps["score"].reindex(frame.index))
     out["pairs"] = [
         {
             "pcode": str(p),

@@ -171,6 +171,9 @@ def test_a_reference_by_department(client: TestClient, scores: dict[str, dict[st
     gtm = body["countries"]["GTM"]
     assert gtm["units"] is None
     assert gtm["departments"]["spearman"]["rho"] == 1.0 and gtm["departments"]["disagreements"] == []
+    # the pairs carry each department's aggregated score, so a scatter plot can be drawn
+    assert len(gtm["pairs"]) == 22
+    assert all(p["score"] == pytest.approx(p["value"], abs=0.01) for p in gtm["pairs"])
 
 
 def test_unmatched_names_get_suggestions(client: TestClient) -> None:
