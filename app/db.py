@@ -6,12 +6,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.engine import URL
 
 from app.errors import DatabaseUnavailable
 from app.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:  # Alembic is imported only when migrating
+    from alembic.config import Config
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 
@@ -71,7 +75,7 @@ def transaction(bind: Engine | Connection) -> Iterator[Connection]:
             yield conn
 
 
-def alembic_config(url: str | URL) -> object:
+def alembic_config(url: str | URL) -> Config:
     """An Alembic config pointing at the project's migrations and the given database."""
     from alembic.config import Config
 
@@ -86,7 +90,7 @@ def upgrade(url: str | URL, revision: str = "head") -> None:
     """Apply the migrations up to `revision`."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)  # type: ignore[arg-type]
+    command.upgrade(alembic_config(url), revision)
 
 
 def head_revision() -> str:

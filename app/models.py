@@ -1,4 +1,14 @@
-"""Tables (SQLAlchemy Core). The schema itself is created by the Alembic migrations."""
+"""Every table (SQLAlchemy Core): the one declaration of the schema, read by the app and by Alembic.
+
+The migrations in `migrations/versions/` create the schema; this metadata must describe what they create,
+name for name (constraints, indexes, server defaults). `migrations/env.py` hands it to Alembic as
+`target_metadata`, and tests/test_migrations.py runs `alembic check` (autogenerate against a freshly
+migrated database) so a drift between the two fails the suite. A schema change is therefore two edits: a
+new migration and the table here.
+
+Geometry columns say `spatial_index=False` and their GiST index is an explicit `Index` with the name the
+migration gave it, so GeoAlchemy2 neither invents a second index nor a name Alembic would see as new.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +18,37 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
     MetaData,
     SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
+    false,
+    func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
+
+# The strategy's pillars plus the outcome and context themes an indicator can belong to.
+THEMES = "('migration', 'I', 'II', 'III', 'IV', 'V', 'context')"
+
+
+def _geometry(kind: str) -> Geometry:
+    """A 2-D EPSG:4326 geometry whose GiST index, if any, is declared by name beside the table."""
+    return Geometry(kind, srid=4326, spatial_index=False)
+
+
+# --- sources and provenance (migration 0001) ------------------------------------------------------------
 
 sources = Table(
     "sources",
@@ -45,6 +73,8 @@ source_files = Table(
     Column("loaded_at", DateTime(timezone=True), nullable=False),
 )
 
+# --- boundaries (migration 0001) ------------------------------------------------------------------------
+
 boundary_sets = Table(
     "boundary_sets",
     metadata,
@@ -53,10 +83,12 @@ boundary_sets = Table(
     Column("title", Text, nullable=False),
     Column("description", Text, nullable=False),
     Column("pcode_convention", Text, nullable=False),
-    Column("is_default", Boolean, nullable=False, server_default="false"),
+    Column("is_default", Boolean, nullable=False, server_default=false()),
     Column("source_id", Text, ForeignKey("sources.id"), nullable=False),
     Column("provenance", JSONB, nullable=False),
     Column("loaded_at", DateTime(timezone=True), nullable=False),
+    # at most one default set per country
+    Index("uq_boundary_sets_default", "country", unique=True, postgresql_where=text("is_default")),
 )
 
 admin_units = Table(
@@ -73,10 +105,14 @@ admin_units = Table(
     Column("parent_pcode", Text),
     Column("source_id", Text, ForeignKey("sources.id"), nullable=False),
     Column("area_km2", Float, nullable=False),
-    Column("geom", Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False),
-    Column("geom_simple", Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False),
+    Column("geom", _geometry("MULTIPOLYGON"), nullable=False),
+    Column("geom_simple", _geometry("MULTIPOLYGON"), nullable=False),
     UniqueConstraint("boundary_set_id", "pcode", name="uq_admin_units_set_pcode"),
     CheckConstraint("level IN (1, 2)", name="ck_admin_units_level"),
+    Index("ix_admin_units_geom", "geom", postgresql_using="gist"),
+    Index("ix_admin_units_geom_simple", "geom_simple", postgresql_using="gist"),
+    Index("ix_admin_units_pcode", "pcode"),
+    Index("ix_admin_units_country_level", "country", "level"),
 )
 
 crosswalk = Table(
@@ -88,4 +124,209 @@ crosswalk = Table(
     Column("to_pcode", Text, primary_key=True),
     Column("share_of_from", Float, nullable=False),
     Column("share_of_to", Float, nullable=False),
+    Index("ix_crosswalk_to", "to_set", "to_pcode"),
+)
+
+# --- indicators and observations (migrations 0002, 0004) ------------------------------------------------
+
+indicators = Table(
+    "indicators",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name_es", Text, nullable=False),
+    Column("name_en", Text, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("theme", Text, nullable=False),
+    Column("direction", SmallInteger, nullable=False),
+    Column("measure", Text, nullable=False),
+    Column("valid_min", Float),
+    Column("valid_max", Float),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("source_id", Text, ForeignKey("sources.id"), nullable=False),
+    Column("period", Text, nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False),
+    Column("publisher", Text),
+    CheckConstraint(f"theme IN {THEMES}", name="ck_indicators_theme"),
+    CheckConstraint("direction IN (-1, 1)", name="ck_indicators_direction"),
+    CheckConstraint("measure IN ('count', 'rate')", name="ck_indicators_measure"),
+)
+
+observations = Table(
+    "observations",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("indicator_code", Text, ForeignKey("indicators.code", ondelete="CASCADE"), nullable=False),
+    Column("boundary_set_id", Text, nullable=False),
+    Column("pcode", Text, nullable=False),
+    Column("period", Text, nullable=False),
+    # NULL: the source marks the value as missing; a flag says why (never stored as 0)
+    Column("value", Float),
+    Column("source_id", Text, ForeignKey("sources.id"), nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("flags", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("loaded_at", DateTime(timezone=True), nullable=False),
+    Column("sample_size", Float),
+    ForeignKeyConstraint(
+        ["boundary_set_id", "pcode"],
+        ["admin_units.boundary_set_id", "admin_units.pcode"],
+        ondelete="CASCADE",
+        onupdate="CASCADE",
+        name="fk_observations_unit",
+    ),
+    UniqueConstraint("indicator_code", "boundary_set_id", "pcode", "period", name="uq_observations"),
+    CheckConstraint(
+        "value <> 'NaN' AND value <> 'Infinity' AND value <> '-Infinity'", name="ck_observations_finite"
+    ),
+    Index("ix_observations_unit", "boundary_set_id", "pcode"),
+)
+
+# --- hazards (migrations 0002, 0004) --------------------------------------------------------------------
+
+storms = Table(
+    "storms",
+    metadata,
+    Column("storm_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("source_id", Text, ForeignKey("sources.id"), nullable=False),
+    Column("start_time", DateTime(timezone=True), nullable=False),
+    Column("end_time", DateTime(timezone=True), nullable=False),
+    Column("max_wind_kt", Float),
+    Column("min_pressure_mb", Float),
+    Column("track", _geometry("LINESTRING"), nullable=False),
+    Index("ix_storms_track", "track", postgresql_using="gist"),
+    Index("ix_storms_year", "year"),
+)
+
+storm_fixes = Table(
+    "storm_fixes",
+    metadata,
+    Column("storm_id", Text, ForeignKey("storms.storm_id", ondelete="CASCADE"), primary_key=True),
+    Column("time", DateTime(timezone=True), primary_key=True),
+    Column("record", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False),
+    Column("wind_kt", Float, nullable=False),
+    Column("pressure_mb", Float),
+    Column("r34_nmi", Float),
+    Column("r64_nmi", Float),
+    Column("rmw_nmi", Float),
+    Column("geom", _geometry("POINT"), nullable=False),
+    Index("ix_storm_fixes_geom", "geom", postgresql_using="gist"),
+)
+
+hazard_events = Table(
+    "hazard_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("source_id", Text, ForeignKey("sources.id"), nullable=False),
+    Column("serial", Text, nullable=False),
+    Column("country", String(3), nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("hydromet", Boolean, nullable=False),
+    Column("date", Date),
+    Column("year", Integer),
+    Column("department_name", Text, nullable=False),
+    Column("municipio_name", Text, nullable=False),
+    Column("boundary_set_id", Text),
+    Column("pcode", Text),
+    Column("place", Text, nullable=False, server_default=""),
+    Column("deaths", Float),
+    Column("injured", Float),
+    Column("missing", Float),
+    Column("houses_destroyed", Float),
+    Column("houses_affected", Float),
+    Column("victims", Float),
+    Column("affected", Float),
+    Column("glide", Text, nullable=False, server_default=""),
+    ForeignKeyConstraint(
+        ["boundary_set_id", "pcode"],
+        ["admin_units.boundary_set_id", "admin_units.pcode"],
+        ondelete="SET NULL",
+        onupdate="CASCADE",
+        name="fk_hazard_events_unit",
+    ),
+    UniqueConstraint("source_id", "serial", name="uq_hazard_events_serial"),
+    Index("ix_hazard_events_unit", "boundary_set_id", "pcode"),
+    Index("ix_hazard_events_type_year", "country", "event_type", "year"),
+)
+
+# --- scoring results (migrations 0003, 0005, 0006) ------------------------------------------------------
+
+score_runs = Table(
+    "score_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("profile_id", Text, nullable=False),
+    Column("profile_hash", String(16), nullable=False),
+    Column("data_version", String(32), nullable=False),
+    Column("sets", ARRAY(Text), nullable=False),
+    Column("profile", JSONB, nullable=False),
+    Column("sensitivity", JSONB),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("fit", JSONB),
+    UniqueConstraint("profile_hash", "data_version", "sets", name="uq_score_runs"),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("run_id", Integer, ForeignKey("score_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("boundary_set_id", Text, primary_key=True),
+    Column("pcode", Text, primary_key=True),
+    Column("country", String(3), nullable=False),
+    Column("score", Float),
+    Column("ranked", Boolean, nullable=False),
+    Column("rank", Integer),
+    Column("rank_region", Integer),
+    Column("tier", SmallInteger),
+    Column("pillar", Text),
+    Column("pillar_secondary", Text),
+    Column("pillar_scores", JSONB, nullable=False),
+    Column("migration", Float),
+    Column("coverage", Float, nullable=False),
+    Column("top_indicators", JSONB, nullable=False),
+    Column("vintage", ARRAY(Text), nullable=False),
+    Column("rank_median", Float),
+    Column("rank_lo", Integer),
+    Column("rank_hi", Integer),
+    Column("p_top", Float),
+    Column("tier_stability", Float),
+    Column("robust", Boolean),
+    Column("hotspot", Text, nullable=False),
+    Column("hotspot_confidence", SmallInteger),
+    Column("gi_z", Float),
+    Column("zone", Text),
+    Column("pillar_ranks", JSONB, nullable=False, server_default="{}"),
+    Column("driver_coverage", Float),
+    Column("not_ranked_reason", Text),
+    Index("ix_scores_rank", "run_id", "country", "rank"),
+)
+
+score_zones = Table(
+    "score_zones",
+    metadata,
+    Column("run_id", Integer, ForeignKey("score_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("zone", Text, primary_key=True),
+    Column("country", String(3), nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("members", ARRAY(Text), nullable=False),
+    Column("mean_score", Float),
+    Column("max_score", Float),
+    Column("area_km2", Float, nullable=False),
+    Column("pillar", Text),
+    Column("geom", _geometry("MULTIPOLYGON")),
+)
+
+# --- the data epoch (migration 0007) --------------------------------------------------------------------
+
+data_epoch = Table(
+    "data_epoch",
+    metadata,
+    # a SMALLINT key of its own is a smallserial, as migration 0007 made it; the check keeps one row
+    Column("id", SmallInteger, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("reason", Text, nullable=False, server_default="created"),
+    CheckConstraint("id = 1", name="ck_data_epoch_single_row"),
 )

@@ -11,93 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Float, Numeric, Subquery, and_, column, func, select, table
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Float, Numeric, Subquery, and_, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from app import models
 from app.errors import NotFound
 from app.scoring.profile import PILLARS
 
-au = table(
-    "admin_units",
-    column("boundary_set_id"),
-    column("level"),
-    column("pcode"),
-    column("national_code"),
-    column("name"),
-    column("country"),
-    column("parent_pcode"),
-    column("area_km2"),
-    column("geom"),
-    column("geom_simple"),
-    column("source_id"),
-)
-bs = table("boundary_sets", column("id"), column("is_default"), column("title"))
-sc = table(
-    "scores",
-    *(
-        column(c)
-        for c in (
-            "run_id",
-            "boundary_set_id",
-            "pcode",
-            "score",
-            "ranked",
-            "rank",
-            "rank_region",
-            "rank_lo",
-            "rank_hi",
-            "p_top",
-            "robust",
-            "tier",
-            "pillar",
-            "pillar_secondary",
-            "migration",
-            "hotspot",
-            "hotspot_confidence",
-            "zone",
-            "coverage",
-        )
-    ),
-    column("pillar_scores", JSONB),
-    column("pillar_ranks", JSONB),
-    column("top_indicators", JSONB),
-)
-st = table(
-    "storms",
-    *(
-        column(c)
-        for c in (
-            "storm_id",
-            "name",
-            "year",
-            "start_time",
-            "end_time",
-            "max_wind_kt",
-            "min_pressure_mb",
-            "track",
-            "source_id",
-        )
-    ),
-)
-zn = table(
-    "score_zones",
-    *(
-        column(c)
-        for c in (
-            "run_id",
-            "zone",
-            "country",
-            "units",
-            "members",
-            "mean_score",
-            "max_score",
-            "area_km2",
-            "pillar",
-            "geom",
-        )
-    ),
-)
+au = models.admin_units
+bs = models.boundary_sets
+sc = models.scores
+st = models.storms
+zn = models.score_zones
 
 
 @dataclass(frozen=True)
