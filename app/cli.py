@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -578,6 +580,10 @@ def serve(
     from app.logs import uvicorn_config
 
     settings = get_settings()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # each worker writes its metrics to files here and /metrics sums them (set before any import of
+        # prometheus_client in the workers, which inherit the environment)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="raices-metrics-")
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -14,6 +14,7 @@ from app.api import hazards, health, layers, ogc, scoring, security, tiles, uplo
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
+from app.ogc import cql2
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     is set up for the process here (RAICES_LOG_LEVEL, RAICES_LOG_FORMAT), whichever server runs the app."""
     settings = settings or get_settings()
     logs.configure(settings)
+    cql2.parser()  # built now: a pygeofilter whose grammar the CQL2 fixes no longer fit stops the start
     owned = engine is None
     engine = engine or make_engine(settings)
 
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
     app.add_middleware(security.InFlightLimit, limit=(settings.db_pool_size + settings.db_max_overflow) // 2)
     app.add_middleware(security.BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(security.RateLimit, per_minute=settings.rate_limit_per_minute)
+    app.add_middleware(security.RateLimit, per_minute=settings.rate_limit_per_minute, engine=engine)
     app.add_middleware(security.RequestContext, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(scoring.router)

@@ -65,6 +65,8 @@ def ready(request: Request) -> ORJSONResponse:
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     """Request counts and latencies per route, in the Prometheus text format."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    from app.api.security import collect
+
+    return Response(collect(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -8,14 +8,17 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import RaicesError
 from app.settings import Settings
@@ -67,7 +70,10 @@ ApiKey = Annotated[None, Depends(check_key)]
 
 
 class Metrics:
-    """Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+    """Prometheus metrics of one app (its own registry, so several apps can live in one process). With several
+    workers (`raices serve --workers N` sets PROMETHEUS_MULTIPROC_DIR), prometheus_client writes every
+    worker's values to files in that folder and `/metrics` sums them (`collect`), so any worker's scrape
+    gives the totals."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -84,6 +90,17 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+
+
+def collect(metrics: Metrics) -> bytes:
+    """The metrics in the Prometheus text format: every worker's when running multiprocess, else this app's."""
+    from prometheus_client import generate_latest, multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(metrics.registry)
 
 
 def _route(scope: Scope) -> str:
@@ -230,34 +247,59 @@ class BodyLimit:
 
 
 class RateLimit:
-    """A token bucket per client address: `per_minute` requests, refilled continuously; 429 beyond."""
+    """At most `per_minute` requests per client address over a sliding minute, counted in PostgreSQL so that
+    every worker and replica shares one count (a per-process bucket would allow `per_minute` × workers);
+    429 with Retry-After beyond.
 
-    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+    Sliding-window counter (the `limits` library's "sliding window" strategy, on the database): hits are
+    counted per client and calendar minute in the unlogged table `rate_limits`; a request is allowed while
+    hits(this minute) + hits(previous minute) × (share of the previous minute still inside the last 60 s)
+    ≤ per_minute. Refused requests count too, so a client that keeps hammering stays refused. Rows older than
+    the previous minute are deleted about once a minute per worker, so the table holds at most two rows per
+    client active in the last two minutes. When the database cannot be reached the request is let through
+    (it will meet the same database and answer 503)."""
+
+    SQL = text("""
+        WITH hit AS (
+            INSERT INTO rate_limits (client, window_start, hits) VALUES (:c, :w, 1)
+            ON CONFLICT (client, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+            RETURNING hits)
+        SELECT (SELECT hits FROM hit),
+               coalesce((SELECT hits FROM rate_limits WHERE client = :c AND window_start = :w - 1), 0)""")
+
+    def __init__(self, app: ASGIApp, per_minute: int, engine: Engine) -> None:
         self.app = app
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self.buckets: dict[str, tuple[float, float]] = {}
-        self.lock = threading.Lock()
+        self.per_minute = per_minute
+        self.engine = engine
+        self.swept = 0.0
 
     def _take(self, client: str) -> float:
-        now = time.monotonic()
-        with self.lock:
-            tokens, last = self.buckets.get(client, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self.buckets[client] = (tokens - 1, now)
-                return 0.0
-            self.buckets[client] = (tokens, now)
-            if len(self.buckets) > 100_000:  # forget idle clients
-                self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 120}
-            return (1 - tokens) / self.rate
+        """Count the request; 0 when allowed, else the seconds to wait."""
+        now = time.time()
+        window, elapsed = divmod(now, 60.0)
+        try:
+            with self.engine.begin() as conn:
+                current, previous = conn.execute(self.SQL, {"c": client, "w": int(window)}).one()
+                if now - self.swept > 60:
+                    self.swept = now
+                    conn.execute(
+                        text("DELETE FROM rate_limits WHERE window_start < :w - 1"), {"w": int(window)}
+                    )
+        except SQLAlchemyError:
+            return 0.0
+        estimate = current + previous * (1.0 - elapsed / 60.0)
+        return 0.0 if estimate <= self.per_minute else 60.0 - elapsed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.rate <= 0 or scope["path"] in ("/health", "/ready", "/metrics"):
+        if (
+            scope["type"] != "http"
+            or self.per_minute <= 0
+            or scope["path"] in ("/health", "/ready", "/metrics")
+        ):
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("unknown", 0))[0]
-        wait = self._take(client)
+        wait = await anyio.to_thread.run_sync(self._take, client)
         if wait > 0:
             await _reject(
                 429,
