@@ -26,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -329,4 +330,17 @@ data_epoch = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("reason", Text, nullable=False, server_default="created"),
     CheckConstraint("id = 1", name="ck_data_epoch_single_row"),
+)
+
+# --- the shared rate limit (migration 0008) -------------------------------------------------------------
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    # unlogged: a crash may lose the last minutes' counts, which only resets the limit early
+    Column("client", Text, nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("hits", Integer, nullable=False),
+    PrimaryKeyConstraint("client", "window_start", name="pk_rate_limits"),
+    prefixes=["UNLOGGED"],
 )

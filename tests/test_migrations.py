@@ -25,7 +25,7 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert current_revision(conn) is None
     upgrade(url)
     with engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0007"
+        assert current_revision(conn) == head_revision() == "0008"
         assert conn.execute(text("SELECT extname FROM pg_extension WHERE extname = 'postgis'")).scalar()
         tables = set(inspect(conn).get_table_names())
         assert {
@@ -70,7 +70,7 @@ def test_upgrade_from_empty_creates_schema_and_indexes(pg: PG) -> None:
         assert geom_types == {"geom": "MULTIPOLYGON:4326", "geom_simple": "MULTIPOLYGON:4326"}
     upgrade(url)  # a second upgrade is a no-op
     with engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0007"
+        assert current_revision(conn) == head_revision() == "0008"
     engine.dispose()
     pg.drop("mig_from_empty")
 
