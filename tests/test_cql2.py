@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
+from fastapi.testclient import TestClient
+from packaging.specifiers import SpecifierSet
 from pyproj import Transformer
 from sqlalchemy import Engine, Float, Integer, Text, column, select, table, text
 
 from app.errors import InvalidParameter
-from app.ogc.cql2 import Queryable, to_sqlalchemy
+from app.main import create_app
+from app.ogc import cql2
+from app.ogc.cql2 import GrammarFixError, Queryable, to_sqlalchemy
+from app.settings import Settings
 from tests.conftest import snapshot
 
 UNITS = table(
@@ -189,6 +198,11 @@ REJECTED = [
     ("ACCENTI(name) = ACCENTI('x')", "ACCENTI() is not supported"),
     ("area_km2 + 1 > 5", "arithmetic is not supported"),
     ("-area_km2 > 5", "arithmetic is not supported"),
+    ("name = -TRUE", "arithmetic is not supported"),
+    ("level = 2 AND", "syntax error at line 1, column 11: the filter ends too early, after 'AND'"),
+    ("level = 2 div 3", "syntax error at line 1, column 11: unexpected 'div'"),
+    ("name = TIMESTAMP('2020-01-01T25:00:00Z')", "invalid datetime literal: 2020-01-01T25:00:00Z"),
+    ("name = DATE('2021-02-30')", "invalid date literal: day is out of range for month"),
     ("level = DATE('2020-01-01')", "date value is not supported"),
     ("T_BEFORE(updated, TIMESTAMP('2020-01-01T00:00:00Z'))", "syntax error"),
     ("INCLUDE", "not supported"),
@@ -243,3 +257,83 @@ def test_hostile_filters_leave_the_database_unchanged(engine: Engine) -> None:
             _db(engine, cql)
     assert _db(engine, "name = 'x''); DROP TABLE admin_units; --'") == set()
     assert snapshot(engine) == before
+
+
+# The parser is built once, at start-up, from pygeofilter's grammar and the fixes; it fails loudly when a fix
+# no longer applies, and only pygeofilter's own parse errors reach the client as 400.
+
+
+@pytest.fixture
+def rebuilt_parser() -> Iterator[None]:
+    """Each test builds the parser afresh (the cached one is dropped before and after)."""
+    cql2.parser.cache_clear()
+    yield
+    cql2.parser.cache_clear()
+
+
+@pytest.mark.parametrize("fix", range(len(cql2._GRAMMAR_FIXES)))
+def test_a_fix_that_no_longer_applies_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, rebuilt_parser: None, settings: Settings, engine: Engine, fix: int
+) -> None:
+    what, pattern, _ = cql2._GRAMMAR_FIXES[fix]
+    changed = re.sub(pattern, "", cql2.pygeofilter_grammar(), count=1, flags=re.S)  # as if upstream had
+    monkeypatch.setattr(cql2, "pygeofilter_grammar", lambda: changed)
+    with pytest.raises(GrammarFixError, match=rf"pygeofilter {version('pygeofilter')}: .*{re.escape(what)}"):
+        create_app(settings, engine)
+
+
+def test_a_fix_that_applies_but_no_longer_works_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, rebuilt_parser: None, settings: Settings, engine: Engine
+) -> None:
+    # the precedence fix found its rule but (as if upstream had changed around it) changed nothing
+    monkeypatch.setattr(cql2, "_GRAMMAR_FIXES", cql2._GRAMMAR_FIXES[1:])
+    with pytest.raises(GrammarFixError, match="'aa = 1 OR bb = 2 AND cc = 3' reads as And"):
+        create_app(settings, engine)
+
+
+def test_the_parser_is_built_once_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, rebuilt_parser: None, settings: Settings, engine: Engine
+) -> None:
+    builds: list[int] = []
+    build = cql2.build_parser
+    monkeypatch.setattr(cql2, "build_parser", lambda: builds.append(1) or build())
+    with TestClient(create_app(settings, engine)) as c:
+        assert builds == [1]  # before any request
+        for cql in ("country = 'SLV'", "level = 2 AND", "area_km2 > 100"):
+            c.get("/collections/municipalities/items", params={"filter": cql, "limit": 1})
+    assert builds == [1]
+
+
+def test_pygeofilter_is_pinned_to_the_tested_range() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("pygeofilter")]
+    assert pins == [f"pygeofilter{cql2.PYGEOFILTER_TESTED}"]
+    assert version("pygeofilter") in SpecifierSet(cql2.PYGEOFILTER_TESTED)
+
+
+def test_filters_over_http(client: TestClient) -> None:
+    ok = client.get("/collections/municipalities/items", params={"filter": "country = 'SLV'", "limit": 100})
+    assert ok.status_code == 200 and ok.json()["numberMatched"] == 44
+    assert {f["properties"]["country"] for f in ok.json()["features"]} == {"SLV"}
+    bad = client.get("/collections/municipalities/items", params={"filter": "country = 'SLV' AND"})
+    assert bad.status_code == 400
+    assert bad.json() == {
+        "code": "InvalidParameter",
+        "description": "filter: CQL2-text syntax error at line 1, column 17: the filter ends too early, after 'AND'",
+    }
+    date = client.get("/collections/municipalities/items", params={"filter": "name = DATE('2021-02-30')"})
+    assert date.status_code == 400 and "invalid date literal" in date.json()["description"]
+
+
+def test_other_failures_are_server_errors_not_client_errors(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, engine: Engine
+) -> None:
+    def broken(self: object, *args: object) -> object:
+        raise KeyError("a bug in reading a property name")
+
+    app = create_app(settings, engine)  # the parser is built (and checked) before the bug is planted
+    monkeypatch.setattr(cql2._Transformer, "attribute", broken)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/collections/municipalities/items", params={"filter": "country = 'SLV'"})
+    assert r.status_code == 500 and r.json()["code"] == "InternalError"
+    assert "bug" not in r.text  # the detail goes to the log, not to the client

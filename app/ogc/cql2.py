@@ -7,18 +7,18 @@ writes reaches SQL as text.
 from __future__ import annotations
 
 import functools
-import logging
 import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import shapely
 from lark import Lark, Token, v_args
-from lark.exceptions import UnexpectedInput
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from pygeofilter import ast, values
 from pygeofilter.parsers.cql2_text import parser as cql2_text
 from pyproj import Transformer
@@ -27,8 +27,6 @@ from shapely.geometry import shape
 from sqlalchemy import ColumnElement, and_, func, literal, not_, or_
 
 from app.errors import InvalidParameter
-
-log = logging.getLogger(__name__)
 
 GEOMETRY_NAMES = ("geometry", "geom")
 # The test cluster (and any --no-locale one) has C collation, whose lower() leaves Á and Ñ alone.
@@ -40,19 +38,34 @@ _KINDS = {"string": "string", "number": "number", "integer": "number", "boolean"
 _COMPARE: dict[Any, Callable[[Any, Any], ColumnElement[bool]]] = {
     op: getattr(operator, op.name.lower()) for op in ast.ComparisonOp
 }
+# The pygeofilter releases whose grammar the fixes below are known to apply to (pyproject.toml pins the same).
+PYGEOFILTER_TESTED = ">=0.4.0,<0.5"
+GRAMMAR_PATH = Path(cql2_text.__file__).with_name("grammar.lark")
 # pygeofilter 0.4's grammar binds AND and OR equally tightly (so `a OR b AND c` meant `(a OR b) AND c`),
 # only allows a single predicate after NOT ( … ), does not read '' inside a string literal and
-# stops at a line break.
+# stops at a line break. Each fix: what it changes, the text it replaces, the replacement.
 _GRAMMAR_FIXES = (
     (
+        "AND binding tighter than OR, and NOT (…) around any condition",
         r"\?condition:.*?(?=\?predicate:)",
         '?condition: term | condition "OR"i term -> or_\n'
         '?term: condition_1 | term "AND"i condition_1 -> and_\n'
         '?condition_1: predicate | "NOT"i predicate -> not_ | "NOT"i "(" condition ")" -> not_'
         ' | "(" condition ")"\n\n',
     ),
-    (r"SINGLE_QUOTED: .*?\n", "SINGLE_QUOTED: \"'\" /(?:[^']|'')*/ \"'\"\n"),
-    (r"%import common\.WS_INLINE\s*%ignore WS_INLINE", "%import common.WS\n%ignore WS"),
+    ("'' inside string literals", r"SINGLE_QUOTED: .*?\n", "SINGLE_QUOTED: \"'\" /(?:[^']|'')*/ \"'\"\n"),
+    (
+        "line breaks as white space",
+        r"%import common\.WS_INLINE\s*%ignore WS_INLINE",
+        "%import common.WS\n%ignore WS",
+    ),
+)
+# Filters the fixed grammar must read as stated (the fixes' purpose), checked whenever the parser is built.
+_SELF_CHECKS: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+    ("aa = 1 OR bb = 2 AND cc = 3", lambda n: isinstance(n, ast.Or) and isinstance(n.rhs, ast.And)),
+    ("NOT (aa = 1 OR bb = 2)", lambda n: isinstance(n, ast.Not) and isinstance(n.sub_node, ast.Or)),
+    ("aa = 'O''Brien'", lambda n: isinstance(n, ast.Equal) and n.rhs == "O'Brien"),
+    ("aa = 1\nAND bb = 2", lambda n: isinstance(n, ast.And)),
 )
 _STRINGS = re.compile(r"'[^']*(?:''[^']*)*'|\"[^\"]*\"")
 _UNSENDABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text cannot hold NUL; UTF-8 no lone surrogates
@@ -73,6 +86,11 @@ class _Operand(NamedTuple):
     label: str
 
 
+class GrammarFixError(RuntimeError):
+    """pygeofilter's CQL2-text grammar no longer takes Raíces's fixes: refuse to start rather than misread
+    filters."""
+
+
 @v_args(inline=True)
 class _Transformer(cql2_text.CQLTransformer):  # type: ignore[misc]
     def SINGLE_QUOTED(self, token: Token) -> str:  # noqa: N802 (lark calls it by the terminal's name)
@@ -85,25 +103,65 @@ class _Transformer(cql2_text.CQLTransformer):  # type: ignore[misc]
     def wkt__multipoint_2(self, *coordinates: tuple[float, ...]) -> dict[str, Any]:
         return {"type": "MultiPoint", "coordinates": coordinates}
 
+    # pygeofilter's returns `-value`: a TypeError for a property, and -1 for `-TRUE`. Anything but a
+    # number becomes 0 - value, arithmetic, which the translation refuses with a message.
+    def neg(self, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return -value
+        return ast.Sub(0, value)
 
-@functools.cache
-def _parser() -> Lark:
-    """pygeofilter's CQL2-text grammar with the fixes above, built once."""
-    path = Path(cql2_text.__file__).with_name("grammar.lark")
-    grammar = path.read_text()
-    for pattern, replacement in _GRAMMAR_FIXES:
+
+_TRANSFORMER = _Transformer()
+
+
+def pygeofilter_grammar() -> str:
+    """The CQL2-text grammar of the installed pygeofilter, as shipped."""
+    return GRAMMAR_PATH.read_text()
+
+
+def fixed_grammar(grammar: str) -> str:
+    """The grammar with the fixes above; GrammarFixError when one no longer finds what it replaces."""
+    for what, pattern, replacement in _GRAMMAR_FIXES:
         match = re.search(pattern, grammar, flags=re.S)
         if match is None:
-            raise RuntimeError(f"pygeofilter's CQL2 grammar changed: {pattern!r} not found")
+            raise GrammarFixError(
+                f"pygeofilter {version('pygeofilter')}: its CQL2-text grammar ({GRAMMAR_PATH}) no longer has "
+                f"the rule that the fix for {what} replaces ({pattern!r}), so filters would be read wrongly. "
+                f"The fixes are known to apply to pygeofilter {PYGEOFILTER_TESTED} (pinned in pyproject.toml); "
+                "install one of those or update _GRAMMAR_FIXES in app/ogc/cql2.py."
+            )
         grammar = grammar[: match.start()] + replacement + grammar[match.end() :]
-    return Lark(
-        grammar,
+    return grammar
+
+
+def build_parser() -> Lark:
+    """pygeofilter's CQL2-text grammar with the fixes, as an LALR parser, checked on a few filters whose
+    reading the fixes decide; GrammarFixError if a fix does not apply or does not take effect."""
+    parser = Lark(
+        fixed_grammar(pygeofilter_grammar()),
         parser="lalr",
-        transformer=_Transformer(),
-        source_path=str(path),
-        import_paths=[str(path.parent.parent)],
+        source_path=str(GRAMMAR_PATH),
+        import_paths=[str(GRAMMAR_PATH.parent.parent)],
         maybe_placeholders=False,
     )
+    for probe, ok in _SELF_CHECKS:
+        try:
+            node = _TRANSFORMER.transform(parser.parse(probe))
+        except Exception as exc:  # any failure here is the grammar's, reported as such
+            node = exc
+        if not ok(node):
+            raise GrammarFixError(
+                f"pygeofilter {version('pygeofilter')}: with the grammar fixes, {probe!r} reads as {node!r}. "
+                f"The fixes are known to work with pygeofilter {PYGEOFILTER_TESTED} (pinned in pyproject.toml)."
+            )
+    return parser
+
+
+@functools.cache
+def parser() -> Lark:
+    """The one parser of the process, built on first use; `create_app` calls it, so a grammar fix that no
+    longer applies stops the service at start-up instead of failing every filter."""
+    return build_parser()
 
 
 def to_sqlalchemy(
@@ -130,18 +188,37 @@ def _parse(cql: str) -> Any:
         peak = max(peak, depth)
     if peak > MAX_NESTING:
         raise InvalidParameter(f"filter: parentheses nested {peak} deep, at most {MAX_NESTING}")
+    lalr = parser()  # outside the try: a parser that cannot be built is not the client's fault
     try:
-        return _parser().parse(cql)
+        tree = lalr.parse(cql)
     except UnexpectedInput as exc:
-        pos = exc.pos_in_stream if exc.pos_in_stream is not None else -1
-        near = cql[pos : pos + 20] if pos >= 0 else ""
-        where = f"line {exc.line}, column {exc.column} near {near!r}" if near else "the end"
-        raise InvalidParameter(f"filter: CQL2-text syntax error at {where}") from exc
-    # pygeofilter's transformer runs inside the parser, so its own failures (e.g. TypeError for
-    # `-name`) surface as arbitrary exceptions.
-    except Exception as exc:
-        log.info("unparseable filter %r: %r", cql[:200], exc)
-        raise InvalidParameter("filter: not valid CQL2-text (arithmetic is not supported)") from exc
+        raise InvalidParameter(f"filter: CQL2-text syntax error at {_where(cql, exc)}") from exc
+    try:
+        return _TRANSFORMER.transform(tree)
+    except VisitError as exc:
+        # pygeofilter turns literals into values as it goes: a date or timestamp that is no date
+        # (TIMESTAMP('2020-01-01T25:00:00Z')) is a ValueError, the client's to fix. Anything else is a bug.
+        if isinstance(exc.orig_exc, ValueError):
+            raise InvalidParameter(
+                f"filter: invalid {str(exc.rule).lower()} literal: {exc.orig_exc}"
+            ) from exc
+        raise exc.orig_exc from exc
+
+
+def _where(cql: str, exc: UnexpectedInput) -> str:
+    """Where the parser stopped and what it did not expect there, for a syntax error message."""
+    pos = exc.pos_in_stream if exc.pos_in_stream is not None else -1
+    near = cql[pos : pos + 20] if pos >= 0 else ""
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":  # placed on the last token
+        after = f", after {near.strip()!r}" if near.strip() else ""
+        return f"line {exc.line}, column {exc.column}: the filter ends too early{after}"
+    if isinstance(exc, UnexpectedToken):
+        what = repr(str(exc.token)[:40])
+    elif isinstance(exc, UnexpectedCharacters):
+        what = f"character {exc.char!r}"
+    else:
+        what = "input"
+    return f"line {exc.line}, column {exc.column}: unexpected {what} near {near!r}"
 
 
 @dataclass(frozen=True)
