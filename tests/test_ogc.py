@@ -218,3 +218,78 @@ def test_gdal_oapif_driver_reads_every_feature(live_url: str, collection: str, c
     assert len(set(frame.get("id", frame.index))) == count
     assert frame.crs is not None and "WGS 84" in frame.crs.name
     assert frame.geometry.notna().all()
+
+
+# Unknown query parameters: 400 naming them and what is allowed (Part 1, /req/core/query-param-unknown).
+UNKNOWN = [
+    ("/", {"foo": "1"}, "'foo'"),
+    ("/conformance", {"lang": "es"}, "'lang'"),
+    ("/api", {"f": "json", "x": "1"}, "'x'"),
+    ("/collections", {"limit": "5"}, "'limit'"),
+    ("/collections/municipalities", {"bbox": "1,2,3,4"}, "'bbox'"),
+    ("/collections/priorities/queryables", {"filter": "x"}, "'filter'"),
+    ("/collections/municipalities/items", {"countyr": "SLV"}, "'countyr' (did you mean 'country'?)"),
+    ("/collections/priorities/items", {"profile": "root-causes-2021"}, "'profile'"),
+    ("/collections/municipalities/items/GT0101", {"limit": "5"}, "'limit'"),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "named"), UNKNOWN, ids=[f"{p} {q}" for p, q, _ in UNKNOWN])
+def test_unknown_query_parameters_are_400(
+    client: TestClient, path: str, params: dict[str, str], named: str
+) -> None:
+    r = client.get(path, params=params)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["code"] == "InvalidParameter"
+    assert body["description"].startswith(f"Unknown query parameter {named}"), body
+    allowed = body["description"].split(". Allowed: ")[1].split(";")[0].rstrip(".").split(", ")
+    assert "f" in allowed and not (set(params) - {"f"}) & set(allowed)
+
+
+def test_unknown_parameter_message_lists_what_is_allowed(client: TestClient) -> None:
+    r = client.get("/collections/municipalities/items", params={"countyr": "SLV", "zz": "1"})
+    text = r.json()["description"]
+    assert text.startswith("Unknown query parameters 'countyr', 'zz' (did you mean 'country'?).")
+    for allowed in ("bbox", "bbox-crs", "crs", "datetime", "f", "filter", "limit", "sortby", "set"):
+        assert f" {allowed}," in text or f" {allowed};" in text
+    assert text.endswith(
+        "property filters: area_km2, boundary_set, country, department_name, "
+        "department_pcode, name, national_code, pcode."
+    )
+    item = client.get("/collections/municipalities/items/GT0101", params={"bbox": "1,2,3,4"})
+    assert item.json()["description"].endswith("Allowed: crs, f, geometry, properties, set.")
+
+
+def test_every_documented_and_standard_parameter_is_still_taken(client: TestClient) -> None:
+    every = {
+        "limit": "2",
+        "offset": "1",
+        "bbox": "-90.6,14.5,-90.4,14.7",
+        "bbox-crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
+        "crs": f"{CRS}4326",
+        "filter": "area_km2 > 1",
+        "filter-lang": "cql2-text",
+        "filter-crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
+        "sortby": "-area_km2",
+        "properties": "name,country",
+        "geometry": "full",
+        "datetime": "2020-01-01T00:00:00Z",
+        "set": "gtm-municipios",
+        "country": "GTM",  # a property filter
+        "f": "json",
+    }
+    r = _get(client, "/collections/municipalities/items", **every).json()
+    assert r["numberReturned"] == 2 and set(r["features"][0]["properties"]) == {"name", "country"}
+    one = {
+        "crs": f"{CRS}4326",
+        "properties": "name",
+        "geometry": "full",
+        "set": "gtm-municipios",
+        "f": "json",
+    }
+    assert _get(client, "/collections/municipalities/items/GT0101", **one).json()["id"] == "GT0101"
+    for path in ("/", "/conformance", "/api", "/collections", "/collections/municipalities"):
+        _get(client, path, f="json")
+    _get(client, "/collections/priorities/queryables", f="json")
+    _get(client, "/collections", set="slv-2021-distritos")

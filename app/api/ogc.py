@@ -4,6 +4,7 @@ queryables. JSON by default, HTML with `f=html` or a browser's Accept header."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,11 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/case-insensitive-comparison",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
 ]
+
+
+def _only(request: Request, *allowed: str, properties: Iterable[str] = ()) -> None:
+    """400 for a query parameter the endpoint does not take (`f` always allowed), before any work."""
+    features.check_known(request.query_params.keys(), {"f", *allowed}, properties)
 
 
 def _wants_html(request: Request) -> bool:
@@ -90,6 +96,7 @@ def _context(request: Request, conn: Connection, c: coll.Collection) -> coll.Con
 @router.get("/", summary="Landing page", include_in_schema=False)
 def landing(request: Request) -> Response:
     """Links to the API definition, its documentation, conformance and the collections."""
+    _only(request)
     b = _base(request)
     links = [
         {"rel": "self", "type": "application/json", "href": f"{b}/", "title": "This document"},
@@ -128,6 +135,7 @@ def landing(request: Request) -> Response:
 @router.get("/conformance", summary="Conformance classes", include_in_schema=False)
 def conformance(request: Request) -> Response:
     """The conformance classes the service implements."""
+    _only(request)
     if _wants_html(request):
         return _page(
             "Conformance", "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CONFORMANCE) + "</ul>"
@@ -173,6 +181,7 @@ def _collection_doc(request: Request, conn: Connection, c: coll.Collection) -> d
 @router.get("/collections", summary="Feature collections", include_in_schema=False)
 def list_collections(request: Request, conn: ConnDep) -> Response:
     """Every collection with its extent, CRS list and links."""
+    _only(request, "set")
     b = _base(request)
     docs = [_collection_doc(request, conn, c) for c in coll.registry(conn).values()]
     links = [
@@ -194,6 +203,7 @@ def list_collections(request: Request, conn: ConnDep) -> Response:
 @router.get("/collections/{collection_id}", summary="One collection", include_in_schema=False)
 def get_collection(request: Request, conn: ConnDep, collection_id: str) -> Response:
     """A collection's metadata."""
+    _only(request, "set")
     doc = _collection_doc(request, conn, coll.get(conn, collection_id))
     if _wants_html(request):
         return _page(
@@ -207,6 +217,7 @@ def get_collection(request: Request, conn: ConnDep, collection_id: str) -> Respo
 @router.get("/collections/{collection_id}/queryables", summary="Queryables", include_in_schema=False)
 def queryables(request: Request, conn: ConnDep, collection_id: str) -> Response:
     """The properties a filter may name, as JSON Schema."""
+    _only(request)
     c = coll.get(conn, collection_id)
     geometry_type = "LineString" if c.id == "hurricane-tracks" else "MultiPolygon"
     props: dict[str, Any] = {
@@ -287,6 +298,7 @@ def get_items(request: Request, conn: ConnDep, collection_id: str) -> Response:
     """A page of features: limit, offset, bbox, bbox-crs, crs, property filters, filter (CQL2 text), sortby,
     properties, geometry=simplified|full."""
     c = coll.get(conn, collection_id)
+    _only(request, *features.RESERVED, properties=[p.name for p in c.props])
     params = dict(request.query_params)
     total, feats, q = features.items(conn, c, _context(request, conn, c), params)
     links = _items_links(request, total, q)
@@ -309,6 +321,7 @@ def get_items(request: Request, conn: ConnDep, collection_id: str) -> Response:
 def get_item(request: Request, conn: ConnDep, collection_id: str, feature_id: str) -> Response:
     """One feature by id."""
     c = coll.get(conn, collection_id)
+    _only(request, *features.ITEM_PARAMETERS)
     feat, q = features.item(conn, c, _context(request, conn, c), feature_id, dict(request.query_params))
     b = _base(request)
     feat["links"] = [
@@ -549,4 +562,5 @@ def openapi(base: str) -> dict[str, Any]:
 @router.get("/api", summary="OpenAPI 3.0 definition", include_in_schema=False)
 def api(request: Request) -> Response:
     """The API definition (OpenAPI 3.0) of the OGC API Features part."""
+    _only(request)
     return ORJSONResponse(openapi(_base(request)), media_type=OAS30)

@@ -3,8 +3,9 @@ properties. Everything a client names is checked against the collection's whitel
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,30 @@ ITEMS_PARAMETERS = (
     "geometry",
     "f",
 )
-# parameters that are never property filters
-RESERVED = {*ITEMS_PARAMETERS, "set", "datetime", "profile"}
+# parameters that are never property filters: the above, `set` (the boundary set of `municipalities` and
+# `priorities`) and OGC's `datetime` (accepted as Part 1 requires; no collection has a time dimension)
+RESERVED = {*ITEMS_PARAMETERS, "set", "datetime"}
+# the query parameters of a single feature
+ITEM_PARAMETERS = ("crs", "properties", "geometry", "f", "set")
+
+
+def check_known(given: Iterable[str], allowed: Iterable[str], properties: Iterable[str] = ()) -> None:
+    """InvalidParameter naming the query parameters that are neither `allowed` nor property filters, with
+    what is allowed (OGC API Features Part 1, /req/core/query-param-unknown): a typo such as `countyr=SLV`
+    must not silently return everything."""
+    known = set(allowed)
+    props = sorted(properties)
+    unknown = sorted(set(given) - known - set(props))
+    if not unknown:
+        return
+    names = ", ".join(f"'{name[:40]}'" for name in unknown[:5])
+    close = difflib.get_close_matches(unknown[0], [*known, *props], n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    takes = f"Allowed: {', '.join(sorted(known))}"
+    if props:
+        takes += f"; and property filters: {', '.join(props)}"
+    plural = "s" if len(unknown) > 1 else ""
+    raise InvalidParameter(f"Unknown query parameter{plural} {names}{hint}. {takes}.")
 
 
 @dataclass
@@ -197,7 +220,7 @@ def item(
     """One feature by id, or 404."""
     sub = c.build(ctx)
     q = parse(
-        {k: v for k, v in params.items() if k in ("crs", "properties", "geometry", "f")},
+        {k: v for k, v in params.items() if k in ITEM_PARAMETERS},
         c,
         columns(sub, c),
         sub.c.geom,
