@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
 from app import __version__, logs
-from app.api import hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, validation, web
+from app.api import deps, hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, validation, web
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
@@ -22,6 +23,18 @@ Raíces scores the municipios of El Salvador, Guatemala and Honduras for the pla
 U.S. Strategy for Addressing the Root Causes of Migration in Central America (2021).
 Every answer carries the provenance of its data.
 """
+
+
+def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI document with the page size of this app's settings in every `limit`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = deps.document_limits(generate(), settings)
+        return app.openapi_schema
+
+    return openapi
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -47,6 +60,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     app.state.engine = engine
     app.state.key_hashes = security.key_hashes(settings)
     app.state.metrics = security.Metrics()

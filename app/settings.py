@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_statement_timeout_ms: int = 30_000
     log_level: str = "INFO"
-    max_limit: int = 1000
-    default_limit: int = 100
+    # page size of the planner API's lists (/v1/municipalities, /v1/priorities, /v1/scores, /v1/hazards/…)
+    max_limit: int = Field(default=1000, ge=1)
+    default_limit: int = Field(default=100, ge=1)
     # access and limits (see README "Production")
     api_keys: SecretStr = SecretStr("")  # comma-separated keys; kept only as SHA-256 hashes in memory
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
@@ -60,6 +61,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_mirror_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @model_validator(mode="after")
+    def _default_limit_within_max(self) -> Settings:
+        if self.default_limit > self.max_limit:
+            raise ValueError(
+                f"RAICES_DEFAULT_LIMIT ({self.default_limit}) must not exceed RAICES_MAX_LIMIT ({self.max_limit})"
+            )
+        return self
 
 
 @lru_cache

@@ -277,3 +277,11 @@ def test_dockerignore_keeps_environments_data_and_secrets_out() -> None:
         assert needed in patterns, f".dockerignore lacks {needed}"
     for kept in ("app", "migrations", "geodata", "pyproject.toml", "package.json", "package-lock.json"):
         assert kept not in patterns, f".dockerignore drops {kept}, which the image needs"
+
+
+def test_ci_runs_lint_then_the_tests_from_a_fresh_clone() -> None:
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert steps.index("make lint") < steps.index("make test")
+    # `make lint` must set up its own environment: it depends on the install stamp, as `make test` does
+    targets = dict(re.findall(r"^([a-z]+):([^#\n]*)", (ROOT / "Makefile").read_text(), flags=re.M))
+    assert "$(STAMP)" in targets["lint"].split() and "$(STAMP)" in targets["test"].split()

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query
 from sqlalchemy import text
 
-from app.api.deps import ConnDep
+from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.errors import NotFound
 from app.hazards.events import list_events, parse_filter
@@ -48,11 +48,11 @@ def _item(r: Any) -> dict[str, Any]:
 )
 def list_storms(
     conn: ConnDep,
+    limit: LimitDep,
     year: Annotated[int | None, Query(ge=1800, le=2100)] = None,
     name: Annotated[str | None, Query(max_length=40, description="Storm name, case-insensitive")] = None,
     min_wind_kt: Annotated[float | None, Query(ge=0, le=250)] = None,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat: tracks crossing it")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     format: Format = Format.json,
 ) -> ORJSONResponse:
@@ -134,6 +134,7 @@ def get_storm(conn: ConnDep, storm_id: str) -> ORJSONResponse:
 @router.get("/events", summary="Disaster records by municipio (DesInventar, Guatemala 1988-2015), filtered")
 def list_hazard_events(
     conn: ConnDep,
+    limit: LimitDep,
     country: Annotated[str | None, Query(max_length=3, description="ISO3: GTM, HND or SLV")] = None,
     municipio: Annotated[
         str | None, Query(max_length=80, description="P-code (GT0101) or name, accent-insensitive")
@@ -147,7 +148,6 @@ def list_hazard_events(
     ] = None,
     year_from: Annotated[int | None, Query(ge=1800, le=2100)] = None,
     year_to: Annotated[int | None, Query(ge=1800, le=2100)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ORJSONResponse:
     """Events oldest first with their toll (deaths, victims, affected…), the municipio they were matched to

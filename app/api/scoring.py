@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app import exports
-from app.api.deps import ConnDep
+from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, errors, media
 from app.api.security import check_key
 from app.errors import InvalidParameter
@@ -21,8 +21,6 @@ from app.scoring import read, service
 from app.scoring.profile import Profile
 
 router = APIRouter(prefix="/v1", tags=["priorities"], responses=COMMON_ERRORS)
-
-MAX_LIMIT = 1000
 
 
 class Format(StrEnum):
@@ -114,7 +112,6 @@ RankBy = Annotated[
 Tier = Annotated[int | None, Query(ge=1, le=10, description="1 = highest priority")]
 Top = Annotated[int | None, Query(ge=1, le=10000, description="Only ranks 1…top in each country")]
 SetQ = Annotated[str | None, Query(description="Boundary set; default: each country's current set")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Offset = Annotated[int, Query(ge=0)]
 
 
@@ -132,6 +129,7 @@ Offset = Annotated[int, Query(ge=0)]
 def priorities(
     request: Request,
     conn: ConnDep,
+    limit: LimitDep,
     country: Country = None,
     department: Department = None,
     pillar: PillarQ = None,
@@ -141,7 +139,6 @@ def priorities(
     include_unranked: Unranked = False,
     profile: Annotated[str, Query(description="A profile id from /v1/profiles")] = service.DEFAULT_PROFILE,
     set: SetQ = None,
-    limit: Limit = 100,
     offset: Offset = 0,
     format: Format = Format.json,
     wkt: Annotated[bool, Query(description="format=csv: add a WKT geometry column")] = False,
@@ -171,6 +168,7 @@ def priorities(
 def post_scores(
     request: Request,
     conn: ConnDep,
+    limit: LimitDep,
     spec: Profile,
     country: Country = None,
     department: Department = None,
@@ -180,7 +178,6 @@ def post_scores(
     rank_by: RankBy = None,
     include_unranked: Unranked = False,
     set: SetQ = None,
-    limit: Limit = 100,
     offset: Offset = 0,
     format: Format = Format.json,
 ) -> Response:

@@ -8,13 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from app import indicators, queries
-from app.api.deps import ConnDep
+from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 
 router = APIRouter(prefix="/v1", tags=["planner API"], responses=COMMON_ERRORS)
-
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 
 
 class ListFormat(StrEnum):
@@ -68,6 +65,7 @@ def _feature(item: dict[str, Any]) -> dict[str, Any]:
 def list_municipalities(
     request: Request,
     conn: ConnDep,
+    limit: LimitDep,
     country: Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")] = None,
     department: Annotated[str | None, Query(description="Department P-code, e.g. GT01, SV12, HN08")] = None,
     q: Annotated[
@@ -77,7 +75,6 @@ def list_municipalities(
     set: Annotated[
         str | None, Query(description="Boundary set id; default: the current set of each country")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0)] = 0,
     format: ListFormat = ListFormat.json,
 ) -> ORJSONResponse:
