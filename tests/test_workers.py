@@ -65,7 +65,9 @@ def two_workers(fresh: tuple[object, Settings]) -> Iterator[str]:
 
 
 def _ready_count(body: str) -> float:
-    found = re.search(r'raices_http_requests_total\{method="GET",route="/ready",status="200"\} ([0-9.e+]+)', body)
+    found = re.search(
+        r'raices_http_requests_total\{method="GET",route="/ready",status="200"\} ([0-9.e+]+)', body
+    )
     return float(found.group(1)) if found else 0.0
 
 
