@@ -1,7 +1,11 @@
 """Scoring speed: one scoring run and a 1,000-draw rank-uncertainty run on the real data (from the database
-in use) and on a synthetic 50,000-municipio matrix, side by side; prints times and how they scale.
+in use) and on a synthetic 50,000-municipio matrix, side by side; prints times and how they scale. With
+`--requests N`, also the whole request path as the map uses it: POST /v1/scores (through `create_app`, on the
+database in use) with a profile never scored before (a new hash: data read, scoring, the map's 100 draws, hot
+spots, zones and inserts) and the same request again (cached), medians against the targets of issue 14
+(0.3 s new, 0.05 s cached).
 
-Run: .venv/bin/python benchmarks/scoring.py [--draws 1000] [--units 50000] [--repeat 3]
+Run: .venv/bin/python benchmarks/scoring.py [--draws 1000] [--units 50000] [--repeat 3] [--requests 5]
 Needs a loaded database (`make run` once, or DATABASE_URL) for the real-data rows; without one it says so
 and runs the synthetic rows only.
 """
@@ -67,6 +71,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--units", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=0, help="time N new and N cached POST /v1/scores")
     args = parser.parse_args()
     profile = profile_by_id(DEFAULT_PROFILE).model_copy(update={"draws": args.draws})
     rows = []
@@ -92,6 +97,39 @@ def main() -> None:
             f"\nscaling, synthetic over real: units ×{n1 / n0:.1f}, score time ×{s1 / s0:.1f}, "
             f"Monte Carlo time ×{m1 / m0:.1f} (linear would be ×{n1 / n0:.1f})"
         )
+    if args.requests:
+        request_path(args.requests)
+
+
+def request_path(n: int) -> None:
+    """Median wall time of POST /v1/scores with a new profile (new hash) and with the same one again."""
+    import statistics
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import get_settings
+
+    settings = get_settings().model_copy(update={"rate_limit_per_minute": 0})
+    spec = profile_by_id(DEFAULT_PROFILE).model_dump(mode="json")
+    new, cached = [], []
+    with TestClient(create_app(settings)) as client:
+        for k in range(n):
+            body = {
+                **spec,
+                "id": "bench-scenario",
+                "draws": 100,
+                "migration_weight": 0.3 + k * 1e-6 + time.time() % 1e-3,
+            }
+            for times in (new, cached):
+                start = time.perf_counter()
+                r = client.post("/v1/scores", json=body, params={"limit": 20})
+                times.append(time.perf_counter() - start)
+                assert r.status_code == 200, r.text
+    m_new, m_cached = statistics.median(new), statistics.median(cached)
+    print(f"\nPOST /v1/scores, {n} scenarios of the default profile with 100 draws (the map's):")
+    print(f"  new hash: median {m_new:.3f} s (target 0.3 s: ×{m_new / 0.3:.1f})")
+    print(f"  cached:   median {m_cached:.3f} s (target 0.05 s: ×{m_cached / 0.05:.1f})")
 
 
 if __name__ == "__main__":
