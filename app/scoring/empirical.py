@@ -53,6 +53,7 @@ from app.scoring.engine import (
     Matrix,
     layout,
     normalise,
+    nullable_int,
     rank_desc,
     scope_groups,
     score,
@@ -196,16 +197,20 @@ def _blend(observed: FloatArray, predicted: FloatArray | None, profile: Profile)
     """The final 0–1 score of a country's units (see the module doc for missing outcomes)."""
     spec = profile.empirical
     assert spec is not None
+    has = ~np.isnan(observed)
+    fill = (
+        0.0
+        if profile.missing == "shrink"
+        else float(np.nanmedian(observed))
+        if profile.missing == "country_median" and has.any()
+        else np.nan
+    )
+    filled = np.where(has, observed, fill)
     if predicted is None:
-        filled = np.where(np.isnan(observed), 0.0 if profile.missing == "shrink" else np.nan, observed)
-        if profile.missing == "country_median" and (~np.isnan(observed)).any():
-            filled = np.where(np.isnan(observed), np.nanmedian(observed), observed)
         return filled
     p = np.clip(predicted, 0.0, 1.0)
-    if profile.missing == "reweight":
-        return np.where(np.isnan(observed), p, spec.blend * observed + (1 - spec.blend) * p)
-    fill = float(np.nanmedian(observed)) if profile.missing == "country_median" else 0.0
-    return spec.blend * np.where(np.isnan(observed), fill, observed) + (1 - spec.blend) * p
+    # reweight (and a fill that is still missing): the predicted part alone
+    return np.where(np.isnan(filled), p, spec.blend * filled + (1 - spec.blend) * p)
 
 
 @dataclass
@@ -282,21 +287,15 @@ def _run(matrix: Matrix, profile: Profile) -> EmpiricalRun:
     if ranked.any():
         rank[ranked] = rank_desc(final[ranked, None], groups[ranked])[:, 0]
         tier[ranked] = tiers(rank[ranked], groups[ranked], profile.tier_cutoffs)
-    out["rank"] = _nullable(rank, ranked)
-    out["tier"] = _nullable(tier, ranked)
-    out["rank_region"] = _nullable(rank, ranked & (profile.scope == "region"))
+    out["rank"] = nullable_int(rank, ranked)
+    out["tier"] = nullable_int(tier, ranked)
+    out["rank_region"] = nullable_int(rank, ranked & (profile.scope == "region"))
     out["pillar"] = pd.Series(pillar, index=out.index, dtype=object)
     out["pillar_secondary"] = pd.Series(secondary, index=out.index, dtype=object)
     out["top_indicators"] = tops
     out["not_ranked_reason"] = np.where(ranked, None, base["not_ranked_reason"].fillna("no score"))
     unc = _bootstrap(matrix, profile, out, observed, groups, models)
     return EmpiricalRun(out, unc, fits)
-
-
-def _nullable(values: np.ndarray, keep: np.ndarray) -> pd.arrays.IntegerArray:
-    arr = pd.array(values, dtype="Int64")
-    arr[~keep] = pd.NA
-    return arr
 
 
 def _bootstrap(

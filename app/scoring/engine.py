@@ -508,11 +508,11 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     out = pd.DataFrame(index=matrix.values.index)
     out["score"] = final * 100.0
     out["ranked"] = ranked
-    out["rank"] = _nullable(rank, ranked)
+    out["rank"] = nullable_int(rank, ranked)
     # scores normalised per country on different indicators are not comparable across countries: a
     # region-wide rank exists only for region-scoped profiles (there it equals `rank`)
-    out["rank_region"] = _nullable(rank_region, ranked & (profile.scope == "region"))
-    out["tier"] = _nullable(tier, ranked)
+    out["rank_region"] = nullable_int(rank_region, ranked & (profile.scope == "region"))
+    out["tier"] = nullable_int(tier, ranked)
     pct, pillar_rank = pillar_percentiles(lay, subs, groups)
     lead, secondary = _lead_pillars(lay, pct)
     out["pillar"] = pd.Series(lead, index=out.index, dtype=object)
@@ -522,7 +522,7 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     for p in PILLARS:
         if p in lay.pillars:
             j = lay.pillars.index(p)
-            out[f"pillar_rank_{p}"] = _nullable(pillar_rank[j], ~np.isnan(pct[j]))
+            out[f"pillar_rank_{p}"] = nullable_int(pillar_rank[j], ~np.isnan(pct[j]))
         else:
             out[f"pillar_rank_{p}"] = pd.array([pd.NA] * len(x), dtype="Int64")
     out["migration"] = subs[0] * 100.0 if lay.has_migration else np.nan
@@ -544,18 +544,19 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     return out
 
 
+def fallback_mask(matrix: Matrix, lay: Layout) -> BoolArray:
+    """Units × the layout's indicators: True where the value is a department's figure standing in."""
+    if matrix.fallback is None:
+        return np.zeros((len(matrix.values.index), len(lay.codes)), dtype=bool)
+    frame = matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
+    return np.asarray(frame.astype("boolean").fillna(False).to_numpy(bool), dtype=bool)
+
+
 def department_constant(matrix: Matrix, lay: Layout, raw: FloatArray, groups: IntArray) -> BoolArray:
     """Cells whose value cannot vary within a department: a department's figure standing in for its
     municipios, and every value of an indicator that is constant within each department of the scope group
     (judged on the departments with at least two values; an indicator with no such department is kept)."""
-    out = np.zeros_like(raw, dtype=bool)
-    if matrix.fallback is not None:
-        out |= (
-            matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
-            .astype("boolean")
-            .fillna(False)
-            .to_numpy(bool)
-        )
+    out = fallback_mask(matrix, lay)
     if matrix.department is None:
         return out
     dept = matrix.department.reindex(matrix.values.index).to_numpy()
@@ -569,7 +570,7 @@ def department_constant(matrix: Matrix, lay: Layout, raw: FloatArray, groups: In
     return out
 
 
-def _nullable(values: IntArray, keep: BoolArray) -> pd.arrays.IntegerArray:
+def nullable_int(values: IntArray, keep: BoolArray) -> pd.arrays.IntegerArray:
     """An Int64 array with <NA> where keep is False."""
     out = pd.array(values, dtype="Int64")
     out[~keep] = pd.NA
@@ -638,13 +639,7 @@ def driver_coverage(matrix: Matrix, lay: Layout, raw: FloatArray, groups: IntArr
     if not lay.pillars:
         return np.ones(n)
     start = 1 if lay.has_migration else 0
-    fallback = (
-        matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
-        .fillna(False)
-        .to_numpy(bool)
-        if matrix.fallback is not None
-        else np.zeros_like(raw, dtype=bool)
-    )
+    fallback = fallback_mask(matrix, lay)
     municipal = ~np.isnan(raw) & ~fallback & (lay.indicator_weights > 0)
     anywhere = ~np.isnan(raw) & (lay.indicator_weights > 0)
     out = np.ones(n)
