@@ -549,7 +549,9 @@ def fallback_mask(matrix: Matrix, lay: Layout) -> BoolArray:
     if matrix.fallback is None:
         return np.zeros((len(matrix.values.index), len(lay.codes)), dtype=bool)
     frame = matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
-    return np.asarray(frame.astype("boolean").fillna(False).to_numpy(bool), dtype=bool)
+    # a writable copy: department_constant adds to it
+    mask: BoolArray = frame.astype("boolean").fillna(False).to_numpy(dtype=bool, copy=True)
+    return mask
 
 
 def department_constant(matrix: Matrix, lay: Layout, raw: FloatArray, groups: IntArray) -> BoolArray:
