@@ -45,8 +45,16 @@ GEOMETRY_COLUMN = "geom"
 SCORE_STYLE = "Priority score"
 PILLAR_STYLE = "Lead pillar"
 
-_INTEGER = ("rank", "rank_region", "rank_lo", "rank_hi", "tier", "hotspot_confidence")
-_BOOLEAN = ("robust",)
+_INTEGER = (
+    "rank",
+    "rank_region",
+    "rank_lo",
+    "rank_hi",
+    "tier",
+    "hotspot_confidence",
+    *(f"pillar_rank_{p}" for p in PILLARS),
+)
+_BOOLEAN = ("robust", "ranked")
 _FLOAT = ("score", "p_top", *(f"pillar_{p}" for p in PILLARS), "migration", "coverage")
 
 RGB = tuple[int, int, int]

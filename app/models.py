@@ -344,3 +344,74 @@ rate_limits = Table(
     PrimaryKeyConstraint("client", "window_start", name="pk_rate_limits"),
     prefixes=["UNLOGGED"],
 )
+
+# --- the read model: views (migration 0009) -------------------------------------------------------------
+#
+# Views live in metadata of their own: Alembic's autogenerate neither compares nor creates views, so they
+# stay out of `metadata` (which `alembic check` compares); tests/test_migrations.py compares these column
+# lists with the views the migrations create instead.
+
+views = MetaData()
+
+_PILLARS = ("I", "II", "III", "IV", "V")
+
+# A score run's municipios as flat typed columns. Every output of priorities reads this view; its rule for
+# unranked municipios (ranked = false, not_ranked_reason says why, score-derived columns NULL) is the one rule.
+priority_items = Table(
+    "priority_items",
+    views,
+    Column("run_id", Integer),
+    Column("unit_id", BigInteger),
+    Column("pcode", Text),
+    Column("name", Text),
+    Column("country", String(3)),
+    Column("department_pcode", Text),
+    Column("department_name", Text),
+    Column("boundary_set", Text),
+    Column("ranked", Boolean),
+    Column("not_ranked_reason", Text),
+    Column("score", Float),
+    Column("rank", Integer),
+    Column("rank_region", Integer),
+    Column("rank_lo", Integer),
+    Column("rank_hi", Integer),
+    Column("rank_median", Float),
+    Column("p_top", Float),
+    Column("robust", Boolean),
+    Column("tier_stability", Float),
+    Column("tier", Integer),
+    Column("pillar", Text),
+    Column("pillar_secondary", Text),
+    *[Column(f"pillar_{p}", Float) for p in _PILLARS],
+    *[Column(f"pillar_rank_{p}", Integer) for p in _PILLARS],
+    Column("pillar_scores", JSONB),
+    Column("pillar_ranks", JSONB),
+    Column("migration", Float),
+    Column("hotspot", Text),
+    Column("hotspot_confidence", Integer),
+    Column("gi_z", Float),
+    Column("zone", Text),
+    Column("coverage", Float),
+    Column("driver_coverage", Float),
+    Column("top_indicators", JSONB),
+    *[Column(f"top_indicator_{i}", Text) for i in (1, 2, 3)],
+    Column("vintage", ARRAY(Text)),
+    Column("geom", _geometry("MULTIPOLYGON")),
+    Column("geom_simple", _geometry("MULTIPOLYGON")),
+)
+
+# One storm per row with its number of six-hourly fixes: read by /v1/hazards/storms and the OGC collection.
+storm_tracks = Table(
+    "storm_tracks",
+    views,
+    Column("storm_id", Text),
+    Column("name", Text),
+    Column("year", Integer),
+    Column("start_time", DateTime(timezone=True)),
+    Column("end_time", DateTime(timezone=True)),
+    Column("max_wind_kt", Float),
+    Column("min_pressure_mb", Float),
+    Column("source_id", Text),
+    Column("fixes", Integer),
+    Column("track", _geometry("LINESTRING")),
+)

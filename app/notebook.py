@@ -93,13 +93,15 @@ def priorities(
     set_id: str | None = None,
     *,
     full_geometry: bool = False,
+    include_unranked: bool = False,
 ) -> gpd.GeoDataFrame:
     """Ranked municipios of a profile as a GeoDataFrame (EPSG:4326): score, rank and interval, tier, pillars.
+    With `include_unranked`, also those with too little data (ranked = False, `not_ranked_reason`, no score).
 
     `set_id` scores one boundary set (e.g. "slv-2021-distritos") instead of each country's default;
     geometry is the simplified copy (≈50 m) unless `full_geometry`.
     """
-    f = PriorityFilter.parse(country, None, None, None, None)
+    f = PriorityFilter.parse(country, None, None, None, None, include_unranked=include_unranked)
     run = run_id(profile, set_id)
     with engine().connect() as conn:
         frame: gpd.GeoDataFrame = priorities_frame(conn, run, f, full_geometry=full_geometry)

@@ -53,10 +53,12 @@ COLLECTIONS: dict[str, Collection] = {
         Collection(
             "priorities",
             "Priority municipios",
-            "Municipios with score, rank, tier and lead pillar of the default profile; absent when not ranked.",
+            "Municipios with score, rank, tier and lead pillar of the default profile; a municipio not ranked "
+            "has ranked = false, not_ranked_reason, and no score, rank, tier, pillar, hot spot or zone.",
             {
                 **_UNIT_FIELDS,
                 "ranked": "Boolean",
+                "not_ranked_reason": "String",
                 "score": "Number",
                 "rank": "Number",
                 "tier": "Number",
@@ -97,22 +99,18 @@ def _tolerance(z: int) -> float:
 _SELECT = {
     "municipalities": """
         u.pcode, u.name, u.country, u.parent_pcode AS department, u.boundary_set_id AS boundary_set""",
+    # the run's rows of the `priority_items` view: its rule nulls what derives from an unranked score
     "priorities": """
-        u.pcode, u.name, u.country, coalesce(s.ranked, false) AS ranked,
-        CASE WHEN s.ranked THEN round(s.score::numeric, 2)::float8 END AS score,
-        CASE WHEN s.ranked THEN s.rank END AS rank,
-        CASE WHEN s.ranked THEN s.tier::int END AS tier,
-        CASE WHEN s.ranked THEN s.pillar END AS pillar,
-        CASE WHEN s.ranked THEN s.pillar_secondary END AS pillar_secondary,
-        CASE WHEN s.ranked THEN s.hotspot END AS hotspot,
-        CASE WHEN s.ranked THEN s.zone END AS zone,
-        round(s.coverage::numeric, 3)::float8 AS coverage""",
+        u.pcode, u.name, u.country, u.ranked, u.not_ranked_reason, u.score, u.rank, u.tier, u.pillar,
+        u.pillar_secondary, u.hotspot, u.zone, u.coverage""",
 }
-_JOIN = {
-    "municipalities": "",
-    "priorities": """
-        LEFT JOIN scores s ON s.run_id = :run AND s.boundary_set_id = u.boundary_set_id AND s.pcode = u.pcode""",
+_SOURCE = {
+    "municipalities": """admin_units u
+        JOIN boundary_sets bs ON bs.id = u.boundary_set_id AND bs.is_default AND u.level = 2""",
+    "priorities": "priority_items u",
 }
+_UNIT = {"municipalities": "u.id", "priorities": "u.unit_id"}
+_SCOPE = {"municipalities": "", "priorities": " AND u.run_id = :run"}
 
 
 def _tile_sql(c: Collection, z: int) -> str:
@@ -126,13 +124,11 @@ def _tile_sql(c: Collection, z: int) -> str:
                                            ST_TileEnvelope(0, 0, 0)::box2d), 4326) AS env4326
     ), features AS MATERIALIZED (
         -- materialised: inlined, the planner runs ST_AsMVTGeom twice (filter and output), twice the time
-        SELECT u.id,{_SELECT[c.id]},
+        SELECT {_UNIT[c.id]} AS id,{_SELECT[c.id]},
                ST_AsMVTGeom(ST_Simplify(ST_Transform(u.{geom_column}, 3857), :tolerance, true),
                             b.env, {EXTENT}, {BUFFER}, true) AS geom
         FROM bounds b
-        JOIN admin_units u ON u.{geom_column} && b.env4326
-        JOIN boundary_sets bs ON bs.id = u.boundary_set_id AND bs.is_default{_JOIN[c.id]}
-        WHERE u.level = 2
+        JOIN {_SOURCE[c.id]} ON u.{geom_column} && b.env4326{_SCOPE[c.id]}
     )
     -- ordered so that the same data always gives the same bytes, as the strong ETag promises
     SELECT coalesce(ST_AsMVT(features.*, :layer, {EXTENT}, 'geom', 'id' ORDER BY features.id), ''::bytea)

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query
-from sqlalchemy import text
+from sqlalchemy import func, select, text
+from sqlalchemy.sql.elements import ColumnElement
 
+from app import models
 from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.errors import NotFound
@@ -23,8 +25,8 @@ class Format(StrEnum):
     geojson = "geojson"
 
 
-_COLUMNS = """s.storm_id, s.name, s.year, s.start_time, s.end_time, s.max_wind_kt, s.min_pressure_mb,
-              s.source_id, (SELECT count(*) FROM storm_fixes f WHERE f.storm_id = s.storm_id) AS fixes"""
+# Storms are read from the `storm_tracks` view (migration 0009), as the OGC `hurricane-tracks` collection is.
+_STORMS = select(*models.storm_tracks.c, func.ST_AsGeoJSON(models.storm_tracks.c.track, 4).label("g"))
 
 
 def _item(r: Any) -> dict[str, Any]:
@@ -57,29 +59,20 @@ def list_storms(
     format: Format = Format.json,
 ) -> ORJSONResponse:
     """Storms with their peak wind and time span; `format=geojson` gives the tracks as LineStrings."""
-    clauses: list[str] = ["true"]
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    t = models.storm_tracks.c
+    where: list[ColumnElement[bool]] = []
     if year is not None:
-        clauses.append("s.year = :year")
-        params["year"] = year
+        where.append(t.year == year)
     if name:
-        clauses.append("upper(s.name) = upper(:name)")
-        params["name"] = name.strip()
+        where.append(func.upper(t.name) == name.strip().upper())
     if min_wind_kt is not None:
-        clauses.append("s.max_wind_kt >= :w")
-        params["w"] = min_wind_kt
+        where.append(t.max_wind_kt >= min_wind_kt)
     if bbox:
-        b = parse_bbox(bbox)
-        clauses.append("ST_Intersects(s.track, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))")
-        params.update({"x0": b[0], "y0": b[1], "x1": b[2], "y1": b[3]})
-    where = " AND ".join(clauses)
-    total = conn.execute(text(f"SELECT count(*) FROM storms s WHERE {where}"), params).scalar_one()
+        x0, y0, x1, y1 = parse_bbox(bbox)
+        where.append(func.ST_Intersects(t.track, func.ST_MakeEnvelope(x0, y0, x1, y1, 4326)))
+    total = conn.execute(select(func.count()).select_from(models.storm_tracks).where(*where)).scalar_one()
     rows = conn.execute(
-        text(
-            f"SELECT {_COLUMNS}, ST_AsGeoJSON(s.track, 4) AS g FROM storms s WHERE {where} "
-            "ORDER BY s.start_time, s.storm_id LIMIT :limit OFFSET :offset"
-        ),
-        params,
+        _STORMS.where(*where).order_by(t.start_time, t.storm_id).limit(limit).offset(offset)
     ).all()
     if format is Format.geojson:
         return GeoJSONResponse(
@@ -106,10 +99,7 @@ def list_storms(
 @router.get("/storms/{storm_id}", summary="One storm with its six-hourly fixes")
 def get_storm(conn: ConnDep, storm_id: str) -> ORJSONResponse:
     """A storm, its track and every fix (time, position, status, wind, pressure, wind radii)."""
-    row = conn.execute(
-        text(f"SELECT {_COLUMNS}, ST_AsGeoJSON(s.track, 4) AS g FROM storms s WHERE s.storm_id = upper(:id)"),
-        {"id": storm_id.strip()},
-    ).first()
+    row = conn.execute(_STORMS.where(models.storm_tracks.c.storm_id == storm_id.strip().upper())).first()
     if row is None:
         raise NotFound(f"No storm '{storm_id}'. Ids look like ETA-2020; list them at /v1/hazards/storms.")
     fixes = (

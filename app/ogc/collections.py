@@ -21,7 +21,8 @@ from app.scoring.profile import PILLARS
 au = models.admin_units
 bs = models.boundary_sets
 sc = models.scores
-st = models.storms
+pi = models.priority_items
+stt = models.storm_tracks
 zn = models.score_zones
 
 
@@ -108,44 +109,11 @@ MUNICIPALITY_PROPS = [
 
 
 def _priorities(ctx: Context) -> Subquery:
-    d = _department()
+    """The run's rows of the `priority_items` view (the read model every output of priorities shares)."""
+    names = [p.name for p in PRIORITY_PROPS]
     return (
-        select(
-            sc.c.pcode.label("fid"),
-            sc.c.pcode.label("pcode"),
-            au.c.name.label("name"),
-            au.c.country.label("country"),
-            au.c.parent_pcode.label("department_pcode"),
-            d.c.name.label("department_name"),
-            sc.c.boundary_set_id.label("boundary_set"),
-            _round(sc.c.score, 2).label("score"),
-            sc.c.rank.label("rank"),
-            sc.c.rank_region.label("rank_region"),
-            sc.c.rank_lo.label("rank_lo"),
-            sc.c.rank_hi.label("rank_hi"),
-            sc.c.p_top.label("p_top"),
-            sc.c.robust.label("robust"),
-            sc.c.tier.label("tier"),
-            sc.c.pillar.label("pillar"),
-            sc.c.pillar_secondary.label("pillar_secondary"),
-            *[sc.c.pillar_scores[p].as_float().label(f"pillar_{p}") for p in PILLARS],
-            *[sc.c.pillar_ranks[p].as_integer().label(f"pillar_rank_{p}") for p in PILLARS],
-            sc.c.migration.label("migration"),
-            sc.c.hotspot.label("hotspot"),
-            sc.c.hotspot_confidence.label("hotspot_confidence"),
-            sc.c.zone.label("zone"),
-            sc.c.coverage.label("coverage"),
-            sc.c.ranked.label("ranked"),
-            *[sc.c.top_indicators[i]["code"].as_string().label(f"top_indicator_{i + 1}") for i in range(3)],
-            au.c.geom.label("geom"),
-            au.c.geom_simple.label("geom_simple"),
-        )
-        .select_from(
-            sc.join(
-                au, and_(au.c.boundary_set_id == sc.c.boundary_set_id, au.c.pcode == sc.c.pcode)
-            ).outerjoin(d, and_(d.c.boundary_set_id == au.c.boundary_set_id, d.c.pcode == au.c.parent_pcode))
-        )
-        .where(sc.c.run_id == ctx.run_id)
+        select(pi.c.pcode.label("fid"), *[pi.c[n] for n in names], pi.c.geom, pi.c.geom_simple)
+        .where(pi.c.run_id == ctx.run_id)
         .subquery("c")
     )
 
@@ -157,7 +125,7 @@ PRIORITY_PROPS = [
     Prop("department_pcode", "string"),
     Prop("department_name", "string"),
     Prop("boundary_set", "string"),
-    Prop("score", "number", "priority 0-100 (null: not ranked, too little data)"),
+    Prop("score", "number", "priority 0-100 (null when not ranked: see ranked and not_ranked_reason)"),
     Prop("rank", "integer", "rank in its country, 1 = first"),
     Prop("rank_region", "integer"),
     Prop("rank_lo", "integer", "5th percentile of the Monte Carlo ranks"),
@@ -177,7 +145,10 @@ PRIORITY_PROPS = [
     Prop("hotspot_confidence", "integer"),
     Prop("zone", "string", "programme zone id"),
     Prop("coverage", "number", "share of the weights with data"),
-    Prop("ranked", "boolean"),
+    Prop(
+        "ranked", "boolean", "false: too little data for a priority; score, ranks, tier and pillars are null"
+    ),
+    Prop("not_ranked_reason", "string", "why a municipio is not ranked (null when ranked)"),
     Prop("top_indicator_1", "string"),
     Prop("top_indicator_2", "string"),
     Prop("top_indicator_3", "string"),
@@ -186,16 +157,17 @@ PRIORITY_PROPS = [
 
 def _tracks(ctx: Context) -> Subquery:
     return select(
-        st.c.storm_id.label("fid"),
-        st.c.storm_id.label("storm_id"),
-        st.c.name.label("name"),
-        st.c.year.label("year"),
-        func.to_char(st.c.start_time, 'YYYY-MM-DD"T"HH24:MI"Z"').label("start_time"),
-        func.to_char(st.c.end_time, 'YYYY-MM-DD"T"HH24:MI"Z"').label("end_time"),
-        st.c.max_wind_kt.label("max_wind_kt"),
-        st.c.min_pressure_mb.label("min_pressure_mb"),
-        st.c.track.label("geom"),
-        st.c.track.label("geom_simple"),
+        stt.c.storm_id.label("fid"),
+        stt.c.storm_id.label("storm_id"),
+        stt.c.name.label("name"),
+        stt.c.year.label("year"),
+        func.to_char(stt.c.start_time, 'YYYY-MM-DD"T"HH24:MI"Z"').label("start_time"),
+        func.to_char(stt.c.end_time, 'YYYY-MM-DD"T"HH24:MI"Z"').label("end_time"),
+        stt.c.max_wind_kt.label("max_wind_kt"),
+        stt.c.min_pressure_mb.label("min_pressure_mb"),
+        stt.c.fixes.label("fixes"),
+        stt.c.track.label("geom"),
+        stt.c.track.label("geom_simple"),
     ).subquery("c")
 
 
@@ -207,6 +179,7 @@ TRACK_PROPS = [
     Prop("end_time", "string"),
     Prop("max_wind_kt", "number"),
     Prop("min_pressure_mb", "number"),
+    Prop("fixes", "integer", "six-hourly best-track fixes"),
 ]
 
 

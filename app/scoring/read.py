@@ -60,23 +60,22 @@ class PriorityFilter:
     def order_by(self) -> str:
         """The ORDER BY of the list: by country, then the composite rank or the chosen pillar's rank; for a
         region-scoped run (its ranked units have a `rank_region`) one regional order, the unranked after."""
-        region_first = "CASE WHEN s.rank_region IS NULL THEN s.country END NULLS FIRST"
+        region_first = "CASE WHEN p.rank_region IS NULL THEN p.country END NULLS FIRST"
         if self.rank_by:
-            return f"{region_first}, (s.pillar_ranks ->> :rank_by)::int NULLS LAST, s.pcode"
-        return "s.rank_region NULLS LAST, s.country, s.rank NULLS LAST, s.pcode"
+            return f"{region_first}, (p.pillar_ranks ->> :rank_by)::int NULLS LAST, p.pcode"
+        return "p.rank_region NULLS LAST, p.country, p.rank NULLS LAST, p.pcode"
 
 
+# Every read of a run's priorities selects from the `priority_items` view (migration 0009): the one read
+# model, with the one rule for unranked municipios (listed with ranked = false and a reason; what derives
+# from their composite score is NULL). Values arrive rounded by the view.
 _ITEM = """
-    s.pcode, u.name, s.country, s.boundary_set_id, u.parent_pcode, d.name AS department_name, s.score, s.rank,
-    s.rank_region, s.rank_lo, s.rank_hi, s.rank_median, s.p_top, s.robust, s.tier_stability, s.tier, s.pillar,
-    s.pillar_secondary, s.pillar_scores, s.pillar_ranks, s.migration, s.top_indicators, s.hotspot, s.hotspot_confidence,
-    s.gi_z, s.zone, s.coverage, s.driver_coverage, s.not_ranked_reason, s.ranked, s.vintage
+    p.pcode, p.name, p.country, p.boundary_set, p.department_pcode, p.department_name, p.score, p.rank,
+    p.rank_region, p.rank_lo, p.rank_hi, p.rank_median, p.p_top, p.robust, p.tier_stability, p.tier, p.pillar,
+    p.pillar_secondary, p.pillar_scores, p.pillar_ranks, p.migration, p.top_indicators, p.hotspot,
+    p.hotspot_confidence, p.gi_z, p.zone, p.coverage, p.driver_coverage, p.not_ranked_reason, p.ranked, p.vintage
 """
-_FROM = """
-    FROM scores s
-    JOIN admin_units u ON u.boundary_set_id = s.boundary_set_id AND u.pcode = s.pcode
-    LEFT JOIN admin_units d ON d.boundary_set_id = u.boundary_set_id AND d.pcode = u.parent_pcode
-"""
+_FROM = "FROM priority_items p"
 
 
 def _round(v: Any, n: int = 2) -> Any:
@@ -89,8 +88,8 @@ def item(r: Any) -> dict[str, Any]:
         "pcode": r.pcode,
         "name": r.name,
         "country": r.country,
-        "boundary_set": r.boundary_set_id,
-        "department": {"pcode": r.parent_pcode, "name": r.department_name},
+        "boundary_set": r.boundary_set,
+        "department": {"pcode": r.department_pcode, "name": r.department_name},
         "score": _round(r.score),
         "rank": r.rank,
         "rank_region": r.rank_region,
@@ -117,27 +116,27 @@ def item(r: Any) -> dict[str, Any]:
 
 
 def _where(f: PriorityFilter) -> tuple[str, dict[str, Any]]:
-    clauses = ["s.run_id = :run"]
+    clauses = ["p.run_id = :run"]
     params: dict[str, Any] = {}
     if f.ranked_only:
-        clauses.append("s.ranked")
+        clauses.append("p.ranked")
     if f.country:
-        clauses.append("s.country = :country")
+        clauses.append("p.country = :country")
         params["country"] = f.country
     if f.department:
-        clauses.append("u.parent_pcode = :department")
+        clauses.append("p.department_pcode = :department")
         params["department"] = f.department
     if f.pillar:
-        clauses.append("s.pillar = :pillar")
+        clauses.append("p.pillar = :pillar")
         params["pillar"] = f.pillar
     if f.tier is not None:
-        clauses.append("s.tier = :tier")
+        clauses.append("p.tier = :tier")
         params["tier"] = f.tier
     if f.rank_by:
-        clauses.append("(s.pillar_ranks ->> :rank_by) IS NOT NULL")
+        clauses.append("(p.pillar_ranks ->> :rank_by) IS NOT NULL")
         params["rank_by"] = f.rank_by
     if f.top is not None:
-        clauses.append("(s.pillar_ranks ->> :rank_by)::int <= :top" if f.rank_by else "s.rank <= :top")
+        clauses.append("(p.pillar_ranks ->> :rank_by)::int <= :top" if f.rank_by else "p.rank <= :top")
         params["top"] = f.top
     return " AND ".join(clauses), params
 
@@ -149,7 +148,7 @@ def priorities(
     where, params = _where(f)
     params["run"] = run
     total = conn.execute(text(f"SELECT count(*) {_FROM} WHERE {where}"), params).scalar_one()
-    geom = ", ST_AsGeoJSON(u.geom_simple, 6) AS g" if geometry else ""
+    geom = ", ST_AsGeoJSON(p.geom_simple, 6) AS g" if geometry else ""
     rows = conn.execute(
         text(
             f"SELECT {_ITEM}{geom} {_FROM} WHERE {where} ORDER BY {f.order_by()} LIMIT :limit OFFSET :offset"
@@ -183,6 +182,8 @@ FLAT_COLUMNS = [
     "hotspot_confidence",
     "zone",
     "coverage",
+    "ranked",
+    "not_ranked_reason",
     "top_indicator_1",
     "top_indicator_2",
     "top_indicator_3",
@@ -190,66 +191,36 @@ FLAT_COLUMNS = [
 ]
 
 
-def flatten(i: dict[str, Any]) -> dict[str, Any]:
-    """A priority item as flat, typed columns (for tables, GeoPackages, OGC features)."""
-    lo, hi = i["rank_interval"] or (None, None)
-    tops = [*[t["code"] for t in i["top_indicators"]][:3], None, None, None]
-    return {
-        "pcode": i["pcode"],
-        "name": i["name"],
-        "country": i["country"],
-        "department_pcode": i["department"]["pcode"],
-        "department_name": i["department"]["name"],
-        "boundary_set": i["boundary_set"],
-        "score": i["score"],
-        "rank": i["rank"],
-        "rank_region": i["rank_region"],
-        "rank_lo": lo,
-        "rank_hi": hi,
-        "p_top": i["p_top"],
-        "robust": i["robust"],
-        "tier": i["tier"],
-        "pillar": i["pillar"],
-        "pillar_secondary": i["pillar_secondary"],
-        **{f"pillar_{p}": i["pillar_scores"].get(p) for p in PILLARS},
-        **{f"pillar_rank_{p}": i["pillar_ranks"].get(p) for p in PILLARS},
-        "migration": i["migration"],
-        "hotspot": i["hotspot"],
-        "hotspot_confidence": i["hotspot_confidence"],
-        "zone": i["zone"],
-        "coverage": i["coverage"],
-        "top_indicator_1": tops[0],
-        "top_indicator_2": tops[1],
-        "top_indicator_3": tops[2],
-        "vintage": ",".join(i["vintage"]),
-    }
-
-
 def priorities_frame(conn: Connection, run: int, f: PriorityFilter, *, full_geometry: bool = False) -> Any:
-    """Every priority matching the filter as a GeoDataFrame (EPSG:4326) of flat columns, in rank order."""
+    """Every priority matching the filter as a GeoDataFrame (EPSG:4326) of the view's flat columns
+    (FLAT_COLUMNS), in rank order."""
     import geopandas as gpd
     import shapely
 
     where, params = _where(f)
-    column = "u.geom" if full_geometry else "u.geom_simple"
+    column = "p.geom" if full_geometry else "p.geom_simple"
+    selected = ", ".join(
+        "array_to_string(p.vintage, ',') AS vintage" if c == "vintage" else f'p."{c}"' for c in FLAT_COLUMNS
+    )
     rows = conn.execute(
-        text(f"SELECT {_ITEM}, ST_AsBinary({column}) AS wkb {_FROM} WHERE {where} ORDER BY {f.order_by()}"),
+        text(
+            f"SELECT {selected}, ST_AsBinary({column}) AS wkb {_FROM} WHERE {where} ORDER BY {f.order_by()}"
+        ),
         {**params, "run": run},
     ).all()
-    frame = gpd.GeoDataFrame(
-        [flatten(item(r)) for r in rows],
+    return gpd.GeoDataFrame(
+        [dict(zip(FLAT_COLUMNS, r[:-1], strict=True)) for r in rows],
         columns=FLAT_COLUMNS,
         geometry=shapely.from_wkb([bytes(r.wkb) for r in rows]),
         crs=4326,
     )
-    return frame
 
 
 def explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     """A municipio's score with its pillar sub-scores, contributions, rank interval, hotspot, zone, and the five
     municipios of its country whose pillar and migration profile is most alike."""
     row = conn.execute(
-        text(f"SELECT {_ITEM} {_FROM} WHERE s.run_id = :run AND s.pcode = :pcode"),
+        text(f"SELECT {_ITEM} {_FROM} WHERE p.run_id = :run AND p.pcode = :pcode"),
         {"run": run, "pcode": pcode.strip().upper()},
     ).first()
     if row is None:
@@ -259,7 +230,7 @@ def explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     out = item(row)
     others = conn.execute(
         text(
-            f"SELECT {_ITEM} {_FROM} WHERE s.run_id = :run AND s.country = :c AND s.pcode <> :p AND s.ranked"
+            f"SELECT {_ITEM} {_FROM} WHERE p.run_id = :run AND p.country = :c AND p.pcode <> :p AND p.ranked"
         ),
         {"run": run, "c": row.country, "p": row.pcode},
     )
