@@ -360,6 +360,38 @@ def _print_fit(fit: dict[str, Any]) -> None:
     console.print("Association, not cause: drivers that go with out-migration here.", highlight=False)
 
 
+@app.command("series")
+def series_cmd(
+    pcode: Annotated[str, typer.Argument(help="A municipio's P-code (see /v1/municipalities)")],
+    indicator: Annotated[str, typer.Option(help="An indicator code (see /v1/indicators)")],
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table")] = False,
+) -> None:
+    """Every period of one indicator for one municipio, oldest first, with its flags and source."""
+    from app import indicators
+    from app.db import make_engine
+
+    try:
+        engine = make_engine(get_settings())
+        with engine.connect() as conn:
+            body = indicators.unit_series(conn, pcode, indicator)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    if as_csv:
+        typer.echo(indicators.series_csv(body), nl=False)
+        return
+    unit, ind = body["unit"], body["indicator"]
+    table = Table(
+        title=f"{ind['code']} — {ind['name_en']} ({ind['unit']})\n{unit['pcode']} {unit['name']}, {unit['country']}"
+    )
+    for column in ("period", "value", "flags"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for i in body["items"]:
+        table.add_row(i["period"], "" if i["value"] is None else f"{i['value']:,.6g}", ", ".join(i["flags"]))
+    console.print(table)
+    console.print(f"source: {body['source']['title']} · publisher: {ind['publisher']}", highlight=False)
+
+
 @app.command("export")
 def export_cmd(
     output: Annotated[Path, typer.Argument(help="The file to write")],

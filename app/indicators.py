@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import pandas as pd
@@ -201,19 +203,28 @@ def indicator(conn: Connection, code: str) -> dict[str, Any]:
     return dict(row)
 
 
-def _direct(conn: Connection, code: str, set_id: str, *, include_missing: bool = False) -> pd.DataFrame:
+def _direct(
+    conn: Connection,
+    code: str,
+    set_id: str,
+    *,
+    include_missing: bool = False,
+    period: str | None = None,
+) -> pd.DataFrame:
     """The stored values of `code` on one set: per unit, its latest period (periods are years or year ranges
-    and sort as text). A value the source marks as missing (NULL, with a flag) is left out unless asked for."""
+    and sort as text), or the given `period`. A value the source marks as missing (NULL, with a flag) is
+    left out unless asked for."""
     missing = "" if include_missing else "AND o.value IS NOT NULL"
+    only = "" if period is None else "AND o.period = :period"
     return pd.DataFrame(
         [
             dict(r)
             for r in conn.execute(
                 text(f"""
         SELECT DISTINCT ON (o.pcode) o.pcode, o.value, o.period, o.flags, o.sample_size FROM observations o
-        WHERE o.indicator_code = :code AND o.boundary_set_id = :set {missing}
+        WHERE o.indicator_code = :code AND o.boundary_set_id = :set {missing} {only}
         ORDER BY o.pcode, o.period DESC"""),
-                {"code": code, "set": set_id},
+                {"code": code, "set": set_id, "period": period},
             ).mappings()
         ],
         columns=["pcode", "value", "period", "flags", "sample_size"],
@@ -251,13 +262,21 @@ def _links(conn: Connection, set_id: str) -> list[tuple[str, str, str]]:
     return [(r.other, r.way, set_id) for r in rows]
 
 
-def _derive(conn: Connection, code: str, measure: str, set_id: str, other: str, way: str) -> pd.DataFrame:
+def _derive(
+    conn: Connection,
+    code: str,
+    measure: str,
+    set_id: str,
+    other: str,
+    way: str,
+    period: str | None = None,
+) -> pd.DataFrame:
     """Values of `code` published on `other`, expressed on `set_id` through the crosswalk.
 
     Down (onto the finer units): counts split by area share, rates carried down. Up (onto the coarser units):
     counts summed by area share; rates weighted by population when a population is stored on the finer
     units, else by area (flagged). A coarse unit is derived only when all its parts have values."""
-    src = _direct(conn, code, other)
+    src = _direct(conn, code, other, period=period)
     if src.empty:
         return src
     if way == "down":
@@ -330,10 +349,19 @@ def values(
     country: str | None = None,
     set_id: str | None = None,
     include_missing: bool = False,
+    period: str | None = None,
 ) -> list[dict[str, Any]]:
     """Values of an indicator on the requested (or each country's default) boundary set, with flags; per unit
-    the latest period. With `include_missing`, values the source marks as missing come as None with their flag."""
+    the latest period, or the given `period` (InvalidParameter listing the stored periods when it has none).
+    With `include_missing`, values the source marks as missing come as None with their flag."""
     ind = indicator(conn, code)
+    if period is not None:
+        known = periods(conn, code)
+        if period not in known:
+            raise InvalidParameter(
+                f"Indicator '{code}' has no values for period '{period}'; its periods are: "
+                f"{', '.join(known) or 'none (nothing loaded)'}. Leave period out for each unit's latest."
+            )
     if set_id and set_id not in boundary_set_ids(conn):
         raise InvalidParameter(
             f"Unknown boundary set '{set_id}'; known sets: {', '.join(boundary_set_ids(conn))}."
@@ -352,10 +380,10 @@ def values(
     )
     out: list[dict[str, Any]] = []
     for s in sets:
-        frame = _direct(conn, code, s, include_missing=include_missing)
+        frame = _direct(conn, code, s, include_missing=include_missing, period=period)
         if frame.empty:
             for other, way, _ in _links(conn, s):
-                frame = _derive(conn, code, ind["measure"], s, other, way)
+                frame = _derive(conn, code, ind["measure"], s, other, way, period)
                 if not frame.empty:
                     break
         if frame.empty:
@@ -457,3 +485,159 @@ def _unit_value(r: dict[str, Any]) -> dict[str, Any]:
         "publisher": r.get("publisher"),
         "source": {"id": r["source_id"], "title": r["source_title"]},
     }
+
+
+def periods(conn: Connection, code: str) -> list[str]:
+    """The periods an indicator has values for (on any set), in order (period text sorts chronologically)."""
+    return list(
+        conn.execute(
+            text("SELECT DISTINCT period FROM observations WHERE indicator_code = :c ORDER BY period"),
+            {"c": code},
+        ).scalars()
+    )
+
+
+def _unit(conn: Connection, pcode: str) -> dict[str, Any]:
+    """A municipio (or distrito) by P-code, or NotFound saying where to find them."""
+    row = (
+        conn.execute(
+            text(
+                "SELECT boundary_set_id, pcode, name, country FROM admin_units WHERE level = 2 AND pcode = :p"
+            ),
+            {"p": pcode.strip().upper()},
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"No municipio with P-code '{pcode}'. List them at /v1/municipalities.")
+    return dict(row)
+
+
+def _stored_series(conn: Connection, code: str, set_id: str, pcode: str) -> list[dict[str, Any]]:
+    """Every stored period of one unit's indicator, oldest first, with the file and load time behind it."""
+    return [
+        {
+            "period": r.period,
+            "value": None if r.value is None else float(r.value),
+            "flags": list(r.flags),
+            "sample_size": r.sample_size,
+            "file_sha256": r.file_sha256,
+            "loaded_at": r.loaded_at.isoformat(),
+        }
+        for r in conn.execute(
+            text("""
+            SELECT period, value, flags, sample_size, file_sha256, loaded_at FROM observations
+            WHERE indicator_code = :c AND boundary_set_id = :s AND pcode = :p ORDER BY period"""),
+            {"c": code, "s": set_id, "p": pcode},
+        )
+    ]
+
+
+def _derived_series(conn: Connection, ind: dict[str, Any], set_id: str, pcode: str) -> list[dict[str, Any]]:
+    """One unit's series of an indicator published on the crosswalked geography, period by period (the SLV
+    municipios and distritos), flagged derived_through_crosswalk like every derived value."""
+    for other, way, _ in _links(conn, set_id):
+        out = []
+        other_periods = conn.execute(
+            text(
+                "SELECT DISTINCT period FROM observations WHERE indicator_code = :c AND boundary_set_id = :o "
+                "ORDER BY period"
+            ),
+            {"c": ind["code"], "o": other},
+        ).scalars()
+        for p in other_periods:
+            frame = _derive(conn, ind["code"], ind["measure"], set_id, other, way, p)
+            hit = frame[frame["pcode"] == pcode]
+            if not hit.empty:
+                r = hit.iloc[0]
+                out.append(
+                    {
+                        "period": p,
+                        "value": None if pd.isna(r["value"]) else float(r["value"]),
+                        "flags": list(r["flags"]),
+                        "sample_size": None,
+                        "file_sha256": None,
+                        "loaded_at": None,
+                    }
+                )
+        if out:
+            return out
+    return []
+
+
+def unit_series(conn: Connection, pcode: str, code: str) -> dict[str, Any]:
+    """Every period of one indicator for one municipio, oldest first, with its definition, publisher and
+    source; values published on the other SLV geography come through the crosswalk. NotFound names what to
+    fix: an unknown P-code, an unknown indicator, or an indicator without values for this unit."""
+    unit = _unit(conn, pcode)
+    ind = indicator(conn, code)
+    items = _stored_series(conn, code, unit["boundary_set_id"], unit["pcode"])
+    if not items:
+        items = _derived_series(conn, ind, unit["boundary_set_id"], unit["pcode"])
+    if not items:
+        where = conn.execute(
+            text(
+                "SELECT DISTINCT u.country FROM observations o JOIN admin_units u "
+                "ON u.boundary_set_id = o.boundary_set_id AND u.pcode = o.pcode "
+                "WHERE o.indicator_code = :c ORDER BY 1"
+            ),
+            {"c": code},
+        ).scalars()
+        raise NotFound(
+            f"Indicator '{code}' has no values for {unit['pcode']} ({unit['name']}, {unit['country']}); it has "
+            f"values in: {', '.join(where) or 'no country (not loaded)'}. The catalogue with each indicator's "
+            "coverage is at /v1/indicators."
+        )
+    source = (
+        conn.execute(
+            text("SELECT id, title, publisher, citation, loaded_at FROM sources WHERE id = :s"),
+            {"s": ind["source_id"]},
+        )
+        .mappings()
+        .one()
+    )
+    return {
+        "unit": {k: unit[k] for k in ("pcode", "name", "country")}
+        | {"boundary_set": unit["boundary_set_id"]},
+        "indicator": {
+            k: ind[k]
+            for k in ("code", "name_en", "name_es", "theme", "direction", "unit", "measure", "description")
+        }
+        | {"vintage": ind["period"], "publisher": ind["publisher"] or source["publisher"]},
+        "source": {
+            "id": source["id"],
+            "title": source["title"],
+            "publisher": source["publisher"],
+            "citation": source["citation"],
+            "loaded_at": source["loaded_at"].isoformat() if source["loaded_at"] else None,
+        },
+        "total": len(items),
+        "items": items,
+    }
+
+
+SERIES_COLUMNS = ["pcode", "name", "country", "boundary_set", "indicator", "period", "value", "flags"]
+
+
+def series_csv(body: dict[str, Any]) -> str:
+    """A unit's series (as `unit_series` returns it) as CSV: one row per period, flags ';'-separated, an
+    empty value where the source marks it missing."""
+    unit, code = body["unit"], body["indicator"]["code"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SERIES_COLUMNS)
+    for i in body["items"]:
+        writer.writerow(
+            [
+                unit["pcode"],
+                unit["name"],
+                unit["country"],
+                unit["boundary_set"],
+                code,
+                i["period"],
+                "" if i["value"] is None else repr(i["value"]),
+                ";".join(i["flags"]),
+            ]
+        )
+    return buf.getvalue()

@@ -101,7 +101,7 @@ def _stored(engine: Engine) -> dict[str, object]:
             "observations": conn.execute(
                 text(
                     "SELECT indicator_code, pcode, period, value, flags FROM observations "
-                    "WHERE source_id = :s ORDER BY 1, 2"
+                    "WHERE source_id = :s ORDER BY 1, 2, 3"  # period too: hydromet_events_year has 28
                 ),
                 {"s": SOURCE_ID},
             ).all(),
@@ -372,7 +372,11 @@ def test_reload_is_idempotent(fresh: Fresh) -> None:
     assert again.status == "unchanged"
     forced = load_source(engine, settings, SOURCE_ID, force=True)
     assert isinstance(forced, LayerReport) and forced.status == "loaded"
-    assert forced.as_dict()["values"] == {AFFECTED_CODE: 340, EVENTS_CODE: 340}
+    assert forced.as_dict()["values"] == {
+        AFFECTED_CODE: 340,
+        EVENTS_CODE: 340,
+        "hydromet_events_year": 340 * 28,
+    }
     assert any("7337 of 7541 stored events matched" in n and "(97.3%)" in n for n in forced.notes)
     assert len([n for n in forced.notes if n.startswith("unmatched:")]) == len(UNMATCHED)
     assert _stored(engine) == before

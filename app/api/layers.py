@@ -36,6 +36,11 @@ class ValuesFormat(StrEnum):
     geojson = "geojson"
 
 
+class SeriesFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+
+
 def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"total": len(items), "limit": len(items), "offset": 0, "items": items}
 
@@ -65,14 +70,18 @@ def indicator_values(
     code: str,
     country: Annotated[str | None, Query(description="ISO3: GTM, SLV or HND")] = None,
     set: Annotated[str | None, Query(description="Boundary set; default: each country's current set")] = None,
+    period: Annotated[
+        str | None,
+        Query(description="One period of the indicator ('2019'); default: each unit's latest period"),
+    ] = None,
     format: ValuesFormat = ValuesFormat.json,
 ) -> Response:
     """Values on a boundary set; SLV values published on the other geography come through the crosswalk,
     flagged `derived_through_crosswalk`. Flagged `out_of_range` values are shown and excluded from scoring; a value
     the source marks as missing comes as null with the flag that says why (e.g. `not_evaluated`). Per unit, the
-    latest period."""
+    latest period, or the `period` asked for (400 listing the periods that exist when it has no values)."""
     f = UnitFilter.parse(country, None, None, None, set)
-    items = ind.values(conn, code, country=f.country, set_id=f.set, include_missing=True)
+    items = ind.values(conn, code, country=f.country, set_id=f.set, include_missing=True, period=period)
     if format is ValuesFormat.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -140,6 +149,35 @@ def indicator_values(
                     "source_id",
                 )
             },
+            "period": period or "latest",
+            "periods": ind.periods(conn, code),
             **_page(items),
         }
     )
+
+
+@router.get(
+    "/municipalities/{pcode}/series",
+    responses=media("application/json", "text/csv"),
+    summary="Every period of one indicator for one municipio, with provenance and flags",
+)
+def municipality_series(
+    conn: ConnDep,
+    pcode: str,
+    indicator: Annotated[str, Query(description="An indicator code from /v1/indicators")],
+    format: SeriesFormat = SeriesFormat.json,
+) -> Response:
+    """The indicator's values for this unit, oldest period first (period text sorts chronologically: 'YYYY',
+    or 'YYYY-YYYY' for a span), each with its flags (e.g. `partial_year`), file and load time, and the
+    indicator's vintage, publisher and source. 404 naming what to fix for an unknown P-code or indicator, or
+    an indicator with no values for this unit."""
+    body = ind.unit_series(conn, pcode, indicator)
+    if format is SeriesFormat.csv:
+        return Response(
+            ind.series_csv(body),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{body["unit"]["pcode"]}-{indicator}.csv"'
+            },
+        )
+    return ORJSONResponse(body)

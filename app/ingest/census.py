@@ -26,9 +26,21 @@ from app.ingest.layers import (
     observations_frame,
     stored_population,
 )
+from app.ingest.series import (
+    PARTIAL_YEAR,
+    SLV_EMIGRANTS_PER_1000_TREND,
+    SLV_EMIGRANTS_PER_1000_TREND_P,
+    SLV_EMIGRANTS_PER_1000_YEAR,
+    SLV_EMIGRANTS_YEAR,
+    SLV_FIRST_YEAR,
+    SLV_LAST_YEAR,
+    SLV_TREND_WINDOW,
+    trend_rows,
+)
 from app.settings import Settings
 from app.sources import Resolver, Source
 from app.text import name_key
+from app.trends import ALPHA, NOT_SIGNIFICANT
 
 
 def _csv(path: Path, source_id: str, required: set[str]) -> pd.DataFrame:
@@ -113,7 +125,7 @@ def prepare_slv_census(
         summary_file,
     )
     progress("reading the emigration detail")
-    detail = _csv(paths[detail_file], source.id, {"municdesc", "cause", "emigrants"})
+    detail = _csv(paths[detail_file], source.id, {"municdesc", "cause", "emigrants", "year_departure"})
     detail = _numbers(detail, ["emigrants"], source.id, detail_file)
     reform = reform_table(json.loads(reform_paths[reform_src.first("json").name].read_text(encoding="utf-8")))
     codes = census_codes(reform)
@@ -193,14 +205,80 @@ def prepare_slv_census(
             for p, v in zip(summary["pcode"], series, strict=True)
             if pd.notna(v)
         ]
+    progress("emigrants by year of departure and their trend")
+    series = slv_departure_series(detail, summary, shas[detail_file], validation)
+    window = f"{SLV_TREND_WINDOW[0]}-{SLV_TREND_WINDOW[1]}"
+    rate = series[series["indicator_code"] == SLV_EMIGRANTS_PER_1000_YEAR.code]
+    trends = trend_rows(
+        rate,
+        SLV_TREND_WINDOW,
+        SLV_EMIGRANTS_PER_1000_TREND,
+        SLV_EMIGRANTS_PER_1000_TREND_P,
+        shas[detail_file],
+    )
+    significant = sum(
+        1
+        for r in trends
+        if r["indicator_code"] == SLV_EMIGRANTS_PER_1000_TREND.code
+        and r["value"] is not None
+        and not pd.isna(r["value"])
+        and NOT_SIGNIFICANT not in r["flags"]
+    )
+    notes.append(
+        f"emigrants by year of departure {SLV_FIRST_YEAR}-{SLV_LAST_YEAR} for {summary['pcode'].nunique()} "
+        f"municipios ({SLV_LAST_YEAR} flagged {PARTIAL_YEAR}: the census was taken during that year); trend "
+        f"{window}: {significant} municipios with a significant Mann-Kendall trend (p < {ALPHA})"
+    )
     return Layer(
         source,
         [(source, paths), (reform_src, reform_paths)],
-        [ind[c] for c in values],
-        observations_frame(rows),
+        [ind[c] for c in values]
+        + [
+            SLV_EMIGRANTS_YEAR,
+            SLV_EMIGRANTS_PER_1000_YEAR,
+            SLV_EMIGRANTS_PER_1000_TREND,
+            SLV_EMIGRANTS_PER_1000_TREND_P,
+        ],
+        observations_frame([*rows, *series.to_dict("records"), *trends]),
         validation,
         notes,
     )
+
+
+def slv_departure_series(
+    detail: pd.DataFrame, summary: pd.DataFrame, sha: str, validation: Validation
+) -> pd.DataFrame:
+    """Emigrants by year of departure per municipio (count, and per 1,000 residents of the 2024 census),
+    one row per municipio and year 2014-2024; a year with no emigrant in the detail is a 0 (the detail
+    aggregates every census record, so an absent combination is no emigrant). 2024 is flagged partial."""
+    years = [str(y) for y in range(SLV_FIRST_YEAR, SLV_LAST_YEAR + 1)]
+    stray = sorted(set(detail["year_departure"]) - set(years))
+    if stray:
+        validation.errors.append(
+            f"year_departure outside {SLV_FIRST_YEAR}-{SLV_LAST_YEAR} in the emigration detail: {stray[:5]}"
+        )
+    counts = detail.groupby(["code", "year_departure"])["emigrants"].sum()
+    index = pd.MultiIndex.from_product([summary["code"], years], names=["code", "year_departure"])
+    counts = counts.reindex(index, fill_value=0.0).reset_index()
+    units = summary.set_index("code")
+    counts["pcode"] = counts["code"].map(units["pcode"])
+    counts["rate"] = counts["emigrants"] / counts["code"].map(units["poblacion_total"]) * 1000
+    rows: list[dict[str, Any]] = []
+    for code, column in ((SLV_EMIGRANTS_YEAR.code, "emigrants"), (SLV_EMIGRANTS_PER_1000_YEAR.code, "rate")):
+        rows += [
+            {
+                "indicator_code": code,
+                "boundary_set_id": SLV_2024_SET.id,
+                "pcode": p,
+                "period": y,
+                "value": float(v),
+                "flags": [PARTIAL_YEAR] if y == str(SLV_LAST_YEAR) else [],
+                "file_sha256": sha,
+            }
+            for p, y, v in zip(counts["pcode"], counts["year_departure"], counts[column], strict=True)
+            if pd.notna(v)
+        ]
+    return pd.DataFrame(rows)
 
 
 # --- Honduras, Encuesta de Migración y Remesas 2023 ----------------------------------------------

@@ -82,6 +82,7 @@ from app.ingest.layers import (
     stored_population,
 )
 from app.ingest.matching import units_frame
+from app.ingest.series import GTM_EVENTS_YEAR
 from app.settings import Settings
 from app.sources import Resolver, Source
 from app.text import name_key
@@ -373,6 +374,34 @@ def indicator_rows(
     return rows
 
 
+def yearly_rows(events: pd.DataFrame, pcodes: list[str], sha: str) -> list[dict[str, Any]]:
+    """The series `hydromet_events_year`: hydro-meteorological events per municipio and year FIRST_YEAR to
+    LAST_YEAR, counted as in `indicator_rows` (a distinct municipio, type and date); a year without a record
+    is 0 flagged ABSENT_ASSUMED_ZERO, and records without a year are left out."""
+    hydro = events[events["hydromet"] & events["pcode"].notna() & events["year"].notna()]
+    day = hydro["date"].map(lambda d: d.isoformat() if d else None).fillna("serial " + hydro["serial"])
+    keyed = pd.DataFrame(
+        {"pcode": hydro["pcode"], "year": hydro["year"].astype(int), "type": hydro["event_type"], "day": day}
+    )
+    counts = keyed.drop_duplicates().groupby(["pcode", "year"]).size()
+    rows: list[dict[str, Any]] = []
+    for pcode in pcodes:
+        for year in range(FIRST_YEAR, LAST_YEAR + 1):
+            n = int(counts.get((pcode, year), 0))
+            rows.append(
+                {
+                    "indicator_code": GTM_EVENTS_YEAR.code,
+                    "boundary_set_id": SET_ID,
+                    "pcode": pcode,
+                    "period": str(year),
+                    "value": float(n),
+                    "flags": [] if n else [ABSENT_ASSUMED_ZERO],
+                    "file_sha256": sha,
+                }
+            )
+    return rows
+
+
 def _writer(events: pd.DataFrame, source: Source) -> Callable[[Connection, datetime], None]:
     """Replace this source's events inside the layer's transaction."""
 
@@ -461,6 +490,14 @@ def prepare_desinventar(
     rows = indicator_rows(
         events, sorted(units["pcode"]), population, csv_file.sha256, {c: i.period for c, i in ind.items()}
     )
-    layer = Layer(source, [(source, paths)], list(ind.values()), observations_frame(rows), validation, notes)
+    rows += yearly_rows(events, sorted(units["pcode"]), csv_file.sha256)
+    layer = Layer(
+        source,
+        [(source, paths)],
+        [*ind.values(), GTM_EVENTS_YEAR],
+        observations_frame(rows),
+        validation,
+        notes,
+    )
     layer.extra = _writer(events, source)
     return layer

@@ -18,6 +18,7 @@ from app.hazards.hurdat import read_dplyr_storms, tracks
 from app.hazards.wind import CENTRAL_AMERICA, storm_max_wind_kt, write_geotiff
 from app.ingest.common import Progress, Validation
 from app.ingest.layers import Indicator, Layer, observations_frame
+from app.ingest.series import HURRICANES_SEASON
 from app.settings import Settings
 from app.sources import Resolver, Source
 from app.zonal import zonal_stats
@@ -67,6 +68,27 @@ def hurricanes_within(
     )
     counts = joined.groupby("zone")["storm_id"].nunique()
     return counts.reindex(u["zone"], fill_value=0)
+
+
+def hurricanes_by_season(
+    units: gpd.GeoDataFrame,
+    paths: gpd.GeoDataFrame,
+    season_of: pd.Series,
+    seasons: range,
+    distance_m: float = PASS_DISTANCE_M,
+) -> pd.DataFrame:
+    """Per unit and season (the storm's year, `season_of` by storm id), how many storms passed within
+    `distance_m` of it at hurricane strength: one row per unit and season, 0 when none did. Summed over the
+    seasons it equals `hurricanes_within`."""
+    u = units.to_crs(METRIC_CRS)
+    p = paths.to_crs(METRIC_CRS)
+    joined = gpd.sjoin(
+        u[["zone", "geometry"]], p[["storm_id", "geometry"]], predicate="dwithin", distance=distance_m
+    )
+    joined["season"] = joined["storm_id"].map(season_of)
+    counts = joined.groupby(["zone", "season"])["storm_id"].nunique()
+    index = pd.MultiIndex.from_product([u["zone"], list(seasons)], names=["zone", "season"])
+    return counts.reindex(index, fill_value=0).rename("storms").reset_index()
 
 
 def _units(conn: Connection) -> gpd.GeoDataFrame:
@@ -194,7 +216,12 @@ def prepare_hurricanes(
     progress("zonal statistics over every municipio")
     stats = zonal_stats(raster, units, ["max"], id_column="zone", threshold=TROPICAL_STORM_KT)
     progress("counting hurricanes within 100 km")
-    passes = hurricanes_within(units, hurricane_paths(fixes))
+    paths_64kt = hurricane_paths(fixes)
+    passes = hurricanes_within(units, paths_64kt)
+    progress("counting them per season")
+    season_of = fixes.groupby("storm_id")["year"].first().astype(int)
+    seasons = range(int(fixes["year"].min()), int(fixes["year"].max()) + 1)
+    by_season = hurricanes_by_season(units, paths_64kt, season_of, seasons)
     ind = {c: i for c, i in catalogue.items() if i.source_id == source.id}
     rows: list[dict[str, Any]] = []
     for zone, rec in stats.iterrows():
@@ -225,12 +252,30 @@ def prepare_hurricanes(
                 "period": ind["hurricanes_within_100km"].period,
             }
         )
+    for zone, season, storms in by_season.itertuples(index=False):
+        set_id, pcode = str(zone).split("/", 1)
+        rows.append(
+            {
+                "boundary_set_id": set_id,
+                "pcode": pcode,
+                "flags": [],
+                "file_sha256": csv.sha256,
+                "indicator_code": HURRICANES_SEASON.code,
+                "value": float(storms),
+                "period": str(season),
+            }
+        )
     notes.append(
         f"wind raster {raster.name} ({CENTRAL_AMERICA.width}×{CENTRAL_AMERICA.height} cells at "
         f"{CENTRAL_AMERICA.resolution}°)"
     )
     layer = Layer(
-        source, [(source, paths)], list(ind.values()), observations_frame(rows), Validation(), notes
+        source,
+        [(source, paths)],
+        [*ind.values(), HURRICANES_SEASON],
+        observations_frame(rows),
+        Validation(),
+        notes,
     )
     layer.extra = _store_storms(fixes, source)
     return layer

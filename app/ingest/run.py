@@ -19,6 +19,7 @@ from app.ingest.hazards import prepare_hurricanes
 from app.ingest.iudpas import prepare_iudpas
 from app.ingest.layers import Indicator, Layer, LayerReport, indicator_definition, load_catalogue, store_layer
 from app.ingest.segeplan import prepare_segeplan_pdh
+from app.ingest.series import SERIES_INDICATORS
 from app.ingest.slv_censo2007 import prepare_slv_censo2007
 from app.ingest.store import LoadReport, store
 from app.settings import Settings
@@ -117,10 +118,11 @@ def loaded_source_ids(bind: Engine | Connection) -> set[str]:
 
 
 def catalogue_changed(bind: Engine | Connection, settings: Settings) -> set[str]:
-    """Ids of the loaded sources whose catalogue rows (geodata/indicators.csv) differ from the stored
-    definitions of their indicators: names, unit, theme, direction, measure, valid range, description, source.
+    """Ids of the loaded sources whose catalogue rows (geodata/indicators.csv, and the series declared in
+    `app.ingest.series`, which also count when not stored yet) differ from the stored definitions of their
+    indicators: names, unit, theme, direction, measure, valid range, description, source.
     Period and publisher are left out: some loaders set them from the data (the MVI metadata dates A2SIT's)."""
-    catalogue = load_catalogue(settings.indicator_catalogue)
+    catalogue = {**load_catalogue(settings.indicator_catalogue), **SERIES_INDICATORS}
     sql = text("""
         SELECT code, name_es, name_en, unit, theme, direction, measure, valid_min, valid_max, description,
                source_id FROM indicators""")
@@ -135,6 +137,8 @@ def catalogue_changed(bind: Engine | Connection, settings: Settings) -> set[str]
         for ind in catalogue.values()
         if ind.code in stored and stored[ind.code] != indicator_definition(ind)[:11]
     }
+    # a series or trend declared in code that a loaded source does not store yet (added by an upgrade)
+    changed |= {ind.source_id for ind in SERIES_INDICATORS.values() if ind.code not in stored}
     return changed & loaded_source_ids(bind)
 
 
