@@ -627,6 +627,28 @@ def serve(
     )
 
 
+@app.command("worker")
+def worker(
+    wait: Annotated[
+        bool, typer.Option(help="Wait for new jobs (--no-wait: stop when the queue is empty)")
+    ] = True,
+) -> None:
+    """Compute scenario jobs (POST /v1/scores) in this process, alongside or instead of the API's own
+    workers (RAICES_INPROCESS_WORKER=false); any number may run, on any machine reaching the database."""
+    from app import jobs
+    from app.db import make_engine
+
+    settings = get_settings()
+    try:
+        engine = make_engine(settings)
+    except RaicesError as exc:
+        _fail(exc)
+    console.print(
+        f"Worker on the queue '{jobs.QUEUE}' (concurrency {settings.worker_concurrency}); Ctrl-C stops."
+    )
+    jobs.run_worker(engine, settings, wait=wait)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
-from app import __version__, logs
+from app import __version__, jobs, logs
 from app.api import deps, hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, validation, web
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
@@ -46,11 +46,23 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     owned = engine is None
     engine = engine or make_engine(settings)
 
+    scenarios = jobs.Scenarios(engine, settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owned:
-            engine.dispose()
+        # a job worker in this process (RAICES_INPROCESS_WORKER), so `make run` computes scenarios with
+        # nothing else to start; any replica's worker may take any replica's job
+        worker = jobs.InProcessWorker(engine, settings) if settings.inprocess_worker else None
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            scenarios.close()
+            if owned:
+                engine.dispose()
 
     app = FastAPI(
         title="Raíces",
@@ -62,6 +74,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     app.state.engine = engine
+    app.state.scenarios = scenarios
     app.state.key_hashes = security.key_hashes(settings)
     app.state.metrics = security.Metrics()
     add_exception_handlers(app)

@@ -345,6 +345,19 @@ rate_limits = Table(
     prefixes=["UNLOGGED"],
 )
 
+# the client-safe error of each failed scenario job (app/jobs.py); the queue's own tables are procrastinate's
+# (migration 0010, all named procrastinate_*, left out of Alembic's comparison by migrations/env.py)
+job_errors = Table(
+    "job_errors",
+    metadata,
+    Column("job_id", BigInteger, nullable=False, autoincrement=False),  # procrastinate's job id
+    Column("status", SmallInteger, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("job_id", name="pk_job_errors"),
+)
+
 # --- the read model: views (migration 0009) -------------------------------------------------------------
 #
 # Views live in metadata of their own: Alembic's autogenerate neither compares nor creates views, so they

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # at most this many, none older than this; runs of bundled profiles are kept, one per data epoch
     scenario_runs_max: int = Field(default=200, ge=1)
     scenario_runs_max_age_hours: float = Field(default=168.0, gt=0)
+    # a new scenario is computed by a job (app/jobs.py); POST /v1/scores waits this long for it, then answers
+    # 202 with a job to poll. 30 s: a new scenario took about 10 s when this was set, so clients get their
+    # 200 as before, and it stays under the 60 s of common proxy timeouts
+    scenario_wait_seconds: float = Field(default=30.0, ge=0)
+    inprocess_worker: bool = True  # run a job worker inside each API process (else: `raices worker`)
+    worker_concurrency: int = Field(default=1, ge=1)  # jobs one worker computes at once
     log_format: str = Field(default="text", pattern="^(text|json)$")
     upload_max_uncompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
 

@@ -5,6 +5,11 @@
 server defaults, nullability, keys, unique constraints and indexes. GeoAlchemy2's helpers render and
 rewrite geometry operations; PostGIS's own tables (spatial_ref_sys, and anything in other schemas such
 as topology or tiger) are not ours and are left out.
+
+Nor are the job queue's: migration 0010 applies procrastinate's schema as procrastinate ships it (app/jobs.py
+uses it), and every table, index, function and type in it is named `procrastinate_*` (a few indexes
+`idx_procrastinate_*`, which go with their tables). Those are procrastinate's to define, so they are
+left out of the comparison here, and of the catalogue comparison in tests/test_migrations.py.
 """
 
 from typing import Any
@@ -18,8 +23,14 @@ from app.models import metadata
 config = context.config
 
 
+PROCRASTINATE = "procrastinate_"  # the prefix of the job queue's objects (procrastinate's, not ours)
+
+
 def include_object(obj: Any, name: str | None, obj_type: str, reflected: bool, compare_to: Any) -> bool:
-    """Compare only the project's objects: GeoAlchemy2's filter drops the spatial extension's tables."""
+    """Compare only the project's objects: GeoAlchemy2's filter drops the spatial extension's tables, the
+    prefix drops procrastinate's (their indexes and constraints go with them)."""
+    if obj_type == "table" and (name or "").startswith(PROCRASTINATE):
+        return False
     return bool(alembic_helpers.include_object(obj, name, obj_type, reflected, compare_to))
 
 

@@ -178,8 +178,12 @@ def test_alembic_check_fails_when_database_and_metadata_differ(
 
 def _catalogue(url: str) -> dict[str, set[tuple[Any, ...]]]:
     """The project's tables as PostgreSQL describes them: columns (type, not null, default), constraints
-    (definition) and indexes (definition), without PostGIS's and Alembic's own tables."""
-    own = "n.nspname = 'public' AND c.relname NOT IN ('spatial_ref_sys', 'alembic_version')"
+    (definition) and indexes (definition), without PostGIS's, Alembic's and the job queue's own tables
+    (procrastinate's, migration 0010: see migrations/env.py)."""
+    own = (
+        "n.nspname = 'public' AND c.relname NOT IN ('spatial_ref_sys', 'alembic_version') "
+        "AND c.relname NOT LIKE 'procrastinate\\_%'"
+    )
     queries = {
         "columns": f"""
             SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,

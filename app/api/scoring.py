@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 
-from app import exports
+from app import exports, jobs
 from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, errors, media
 from app.api.security import check_key
-from app.errors import InvalidParameter
+from app.errors import InvalidParameter, NotFound
 from app.scoring import read, service
 from app.scoring.profile import Profile
 
@@ -186,9 +187,105 @@ def post_scores(
     if spec.draws > request.app.state.settings.public_max_draws:
         check_key(request)  # Monte Carlo runs above the public bound need an API key
     f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
-    retention = service.Retention.from_settings(request.app.state.settings)
-    run = service.ensure_run(_engine(request), spec, _sets(set), retention=retention)
-    return _respond(request, conn, spec, run, f, limit, offset, format)
+    return _scenario(request, conn, spec, f, set, limit, offset, format)
+
+
+def _scenario(
+    request: Request,
+    conn: ConnDep,
+    spec: Profile,
+    f: read.PriorityFilter,
+    set_id: str | None,
+    limit: int,
+    offset: int,
+    fmt: Format,
+) -> Response:
+    """A scenario's result when its run is stored or computed within RAICES_SCENARIO_WAIT_SECONDS, else 202
+    with the job to poll (its URL carries this request's query, which the result's URL keeps)."""
+    scenarios: jobs.Scenarios = request.app.state.scenarios
+    wait = request.app.state.settings.scenario_wait_seconds
+    found = scenarios.run_or_job(spec, _sets(set_id), wait)
+    if isinstance(found, jobs.JobState):
+        return _job_response(request, found, status_code=202)
+    return _respond(request, conn, spec, found, f, limit, offset, fmt)
+
+
+def _job_url(request: Request, job_id: int) -> str:
+    url = request.url_for("get_score_job", job_id=job_id)
+    return str(url.include_query_params(**request.query_params)) if request.query_params else str(url)
+
+
+def _job_response(request: Request, job: jobs.JobState, status_code: int = 200) -> Response:
+    """A job's state with its URL in `location` (and the Location header on a 202); poll again after a second."""
+    url = _job_url(request, job.id)
+    headers = {"Retry-After": "1"} if not job.finished else {}
+    if status_code == 202:
+        headers["Location"] = url
+    return ORJSONResponse({**job.body(), "location": url}, status_code=status_code, headers=headers)
+
+
+@router.get(
+    "/scores/jobs/{job_id}",
+    responses={303: {"description": "Done: See Other, the scenario's result"}, **errors(404)},
+    summary="A scenario being computed: its state, and the result when done",
+)
+def get_score_job(request: Request, job_id: Annotated[int, PathParam(ge=1)]) -> Response:
+    """While queued or running, 200 with `status` (`queued`, `running`) and `Retry-After`; when done, 303 See
+    Other to the result (/v1/scores/{hash} with this URL's query); when it failed, 200 with `status`
+    `failed` and `error` {code, description}."""
+    scenarios: jobs.Scenarios = request.app.state.scenarios
+    job = scenarios.state(job_id)
+    if job is None:
+        raise NotFound(f"No scenario job {job_id}: post the profile to /v1/scores to compute it.")
+    if job.status == "succeeded":
+        url = request.url_for("get_scenario", profile_hash=job.profile_hash)
+        target = url.include_query_params(**request.query_params) if request.query_params else url
+        return Response(status_code=303, headers={"Location": str(target)})
+    return _job_response(request, job)
+
+
+@router.get(
+    "/scores/{profile_hash}",
+    responses={
+        **media(
+            "application/json",
+            "application/geo+json",
+            "text/csv",
+            "application/geopackage+sqlite3",
+            "application/flatgeobuf",
+        ),
+        **errors(404),
+    },
+    summary="A scenario posted before, by its hash (where a scenario job's result is)",
+)
+def get_scenario(
+    request: Request,
+    conn: ConnDep,
+    limit: LimitDep,
+    profile_hash: Annotated[
+        str, PathParam(pattern="^[0-9a-f]{16}$", description="The hash POST /v1/scores gave")
+    ],
+    country: Country = None,
+    department: Department = None,
+    pillar: PillarQ = None,
+    tier: Tier = None,
+    top: Top = None,
+    rank_by: RankBy = None,
+    include_unranked: Unranked = False,
+    set: SetQ = None,
+    offset: Offset = 0,
+    format: Format = Format.json,
+) -> Response:
+    """The same as POST /v1/scores with the profile posted under this hash (the same filters and formats);
+    404 when no run of it is stored (never posted, or removed by the retention of scenario runs)."""
+    spec = jobs.profile_of(_engine(request), profile_hash)
+    if spec is None:
+        raise NotFound(
+            f"No scenario with hash {profile_hash} is stored (scenario runs are kept for a limited time): "
+            "post its profile to /v1/scores."
+        )
+    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
+    return _scenario(request, conn, spec, f, set, limit, offset, format)
 
 
 @router.get("/profiles", summary="The bundled scoring profiles")

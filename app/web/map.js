@@ -49,8 +49,22 @@
   const fmt = (v, digits = 2) =>
     v === null || v === undefined ? "–" : new Intl.NumberFormat(state.lang, { maximumFractionDigits: digits }).format(v);
 
+  // a new scenario the service has not computed within its wait answers 202 and a job to poll: poll it
+  // (fetch follows the 303 to the result when the job is done); a failed job's message is thrown
+  async function fetchResult(path, init) {
+    let r = await fetch(url(path), init);
+    if (r.status !== 202) return r;
+    const job = r.headers.get("Location");
+    for (;;) {
+      await new Promise((done) => setTimeout(done, 1000));
+      r = await fetch(job);
+      if (r.redirected || !r.ok) return r;
+      const { status, error } = await r.json();
+      if (status !== "queued" && status !== "running") throw new Error(error?.description || status);
+    }
+  }
   async function getJSON(path, init) {
-    const r = await fetch(url(path), init);
+    const r = await fetchResult(path, init);
     if (!r.ok) {
       const body = await r.json().catch(() => ({}));
       throw new Error(body.description || `${r.status} ${path}`);
@@ -218,7 +232,7 @@
     e.preventDefault();
     const format = e.currentTarget.id === "dl-csv" ? "csv" : "gpkg";
     const q = scenarioQuery({ format });
-    const r = await fetch(url(`v1/scores?${q}`), post());
+    const r = await fetchResult(`v1/scores?${q}`, post());
     if (!r.ok) return showError(new Error(`${r.status}`));
     const a = Object.assign(document.createElement("a"), {
       href: URL.createObjectURL(await r.blob()), download: `priorities-map-scenario-${state.hash}.${format}`,
