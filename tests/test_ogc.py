@@ -8,8 +8,10 @@ import pyogrio
 import pytest
 from fastapi.testclient import TestClient
 from pyproj import Transformer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
+from app.ingest.provenance import bump_epoch
+from app.main import create_app
 from tests.conftest import snapshot
 
 CRS = "http://www.opengis.net/def/crs/EPSG/0/"
@@ -293,3 +295,37 @@ def test_every_documented_and_standard_parameter_is_still_taken(client: TestClie
         _get(client, path, f="json")
     _get(client, "/collections/priorities/queryables", f="json")
     _get(client, "/collections", set="slv-2021-distritos")
+
+
+# --- speed without changing answers: the catalogue per data epoch, items streamed ----------------------------
+
+
+def test_catalogue_and_extents_are_built_once_per_data_epoch(fresh: Any) -> None:
+    engine, settings = fresh
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: seen.append(str(a[2])))
+    with TestClient(create_app(settings, engine)) as c:
+        first = c.get("/collections").json()
+        built = [s for s in seen if "ST_Extent" in s]
+        assert len(built) >= len(first["collections"])  # one extent per collection, the first time
+        seen.clear()
+        assert c.get("/collections").json() == first
+        assert c.get("/collections/municipalities").status_code == 200
+        assert not [s for s in seen if "ST_Extent" in s or "boundary_sets" in s]
+        with engine.begin() as conn:
+            bump_epoch(conn, "test: a load")
+        seen.clear()
+        assert c.get("/collections").json()["collections"] == first["collections"]
+        assert [s for s in seen if "ST_Extent" in s]  # rebuilt after the epoch moved
+
+
+def test_a_large_page_streams_every_feature_with_counts_after_them(client: TestClient) -> None:
+    r = client.get("/collections/hurricane-tracks/items", params={"limit": 10000})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/geo+json")
+    body = r.json()
+    assert body["numberReturned"] == len(body["features"]) == body["numberMatched"] > 500
+    assert r.content.index(b'"features"') < r.content.index(b'"numberMatched"')  # the envelope follows
+    one = body["features"][0]
+    single = client.get(f"/collections/hurricane-tracks/items/{one['id']}").json()
+    assert single["properties"] == one["properties"] and single["geometry"] == one["geometry"]
+    assert {link["rel"] for link in single["links"]} == {"self", "collection"}

@@ -4,16 +4,17 @@ queryables. JSON by default, HTML with `f=html` or a browser's Accept header."""
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import Connection, Engine
 
 from app.api.deps import ConnDep
-from app.api.responses import GeoJSONResponse, ORJSONResponse
+from app.api.responses import ORJSONResponse
 from app.errors import InvalidParameter
 from app.ogc import collections as coll
 from app.ogc import crs as crs_mod
@@ -296,24 +297,39 @@ def _features_html(title: str, feats: list[dict[str, Any]], links: list[dict[str
 @router.get("/collections/{collection_id}/items", summary="Features", include_in_schema=False)
 def get_items(request: Request, conn: ConnDep, collection_id: str) -> Response:
     """A page of features: limit, offset, bbox, bbox-crs, crs, property filters, filter (CQL2 text), sortby,
-    properties, geometry=simplified|full."""
+    properties, geometry=simplified|full. GeoJSON is assembled by PostgreSQL and streamed (see
+    `features.items_json`); the envelope's counts and links follow the features."""
     c = coll.get(conn, collection_id)
     _only(request, *features.RESERVED, properties=[p.name for p in c.props])
     params = dict(request.query_params)
-    total, feats, q = features.items(conn, c, _context(request, conn, c), params)
-    links = _items_links(request, total, q)
+    ctx = _context(request, conn, c)
     if _wants_html(request):
-        return _features_html(f"{c.title}: {total} features", feats, links)
-    return GeoJSONResponse(
-        {
-            "type": "FeatureCollection",
-            "numberMatched": total,
-            "numberReturned": len(feats),
-            "timeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "links": links,
-            "features": feats,
-        },
-        headers={"Content-Crs": f"<{q.crs.uri}>"},
+        total, feats, q = features.items(conn, c, ctx, params)
+        return _features_html(f"{c.title}: {total} features", feats, _items_links(request, total, q))
+    engine: Engine = request.app.state.engine
+    stream = engine.connect()  # the response outlives the request's connection: the stream owns its own
+    try:
+        total, chunks, q = features.items_json(stream, c, ctx, params)
+    except BaseException:
+        stream.close()
+        raise
+    links = _items_links(request, total, q)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def body() -> Iterator[bytes]:
+        returned = 0
+        try:
+            yield b'{"type":"FeatureCollection","features":['
+            for i, (n, chunk) in enumerate(chunks):
+                yield (b"," if i else b"") + chunk
+                returned += n
+            tail = {"numberMatched": total, "numberReturned": returned, "timeStamp": stamp, "links": links}
+            yield b"]," + orjson.dumps(tail)[1:]
+        finally:
+            stream.close()
+
+    return StreamingResponse(
+        body(), media_type="application/geo+json", headers={"Content-Crs": f"<{q.crs.uri}>"}
     )
 
 
@@ -322,15 +338,18 @@ def get_item(request: Request, conn: ConnDep, collection_id: str, feature_id: st
     """One feature by id."""
     c = coll.get(conn, collection_id)
     _only(request, *features.ITEM_PARAMETERS)
-    feat, q = features.item(conn, c, _context(request, conn, c), feature_id, dict(request.query_params))
+    ctx = _context(request, conn, c)
+    if _wants_html(request):
+        feat, _ = features.item(conn, c, ctx, feature_id, dict(request.query_params))
+        return _features_html(f"{c.id} / {feature_id}", [feat], [])
+    text_, q = features.item_json(conn, c, ctx, feature_id, dict(request.query_params))
     b = _base(request)
-    feat["links"] = [
+    links = [
         {"rel": "self", "type": "application/geo+json", "href": f"{b}/collections/{c.id}/items/{feature_id}"},
         {"rel": "collection", "type": "application/json", "href": f"{b}/collections/{c.id}"},
     ]
-    if _wants_html(request):
-        return _features_html(f"{c.id} / {feature_id}", [feat], [])
-    return GeoJSONResponse(feat, headers={"Content-Crs": f"<{q.crs.uri}>"})
+    body = text_[:-1] + b',"links":' + orjson.dumps(links) + b"}"
+    return Response(body, media_type="application/geo+json", headers={"Content-Crs": f"<{q.crs.uri}>"})
 
 
 def _param(

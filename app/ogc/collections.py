@@ -215,8 +215,32 @@ ZONE_PROPS = [
 ]
 
 
+_cache: dict[tuple[str, int], dict[Any, Any]] = {}  # (database, data epoch) -> registry and extents
+
+
+def _epoch_cache(conn: Connection) -> dict[Any, Any]:
+    """What is cached for this database at its current data epoch. Every load that writes bumps the epoch
+    (app.ingest.provenance.bump_epoch), so the catalogue and the extents are rebuilt once after a load, not
+    on every request; reading the epoch is one primary-key lookup."""
+    epoch = int(conn.execute(select(models.data_epoch.c.epoch)).scalar_one())
+    key = (conn.engine.url.render_as_string(hide_password=True), epoch)
+    if key not in _cache:
+        for old in [k for k in _cache if k[0] == key[0]]:
+            del _cache[old]
+        _cache[key] = {}
+    return _cache[key]
+
+
 def registry(conn: Connection) -> dict[str, Collection]:
-    """Every collection, including one per stored boundary set."""
+    """Every collection, including one per stored boundary set (built once per data epoch)."""
+    cache = _epoch_cache(conn)
+    if "registry" not in cache:
+        cache["registry"] = _registry(conn)
+    reg: dict[str, Collection] = cache["registry"]
+    return reg
+
+
+def _registry(conn: Connection) -> dict[str, Collection]:
     out = {
         "municipalities": Collection(
             "municipalities",
@@ -278,7 +302,16 @@ def columns(sub: Subquery, c: Collection) -> dict[str, ColumnElement[Any]]:
 
 
 def extent(conn: Connection, c: Collection, ctx: Context) -> list[float]:
-    """The bounding box of the collection's features in CRS84."""
+    """The bounding box of the collection's features in CRS84 (computed once per data epoch and run)."""
+    cache = _epoch_cache(conn)
+    key = ("extent", c.id, ctx.set_id, ctx.run_id)
+    if key not in cache:
+        cache[key] = _extent(conn, c, ctx)
+    box: list[float] = cache[key]
+    return box
+
+
+def _extent(conn: Connection, c: Collection, ctx: Context) -> list[float]:
     sub = c.build(ctx)
     box = conn.execute(
         select(
