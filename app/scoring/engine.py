@@ -71,6 +71,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,10 +115,18 @@ class Matrix:
     department: pd.Series | None = None
     scales: dict[str, float | None] = field(default_factory=dict)
 
+    _surveys: dict[tuple[Any, ...], Survey] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
     def survey(self, profile: Profile) -> Survey:
-        """The profile's indicator values after its small-sample treatment, with survey standard errors."""
+        """The profile's indicator values after its small-sample treatment, with survey standard errors
+        (remembered inside ``survey_memo``)."""
         codes = [i.code for i in profile.indicators()]
-        return treat(
+        key = (tuple(codes), profile.small_samples)
+        if self._surveys is not None and key in self._surveys:
+            return self._surveys[key]
+        out = treat(
             self.values[codes],
             self.sample_size,
             self.small,
@@ -125,6 +135,21 @@ class Matrix:
             self.scales,
             profile.small_samples,
         )
+        if self._surveys is not None:
+            self._surveys[key] = out
+        return out
+
+
+@contextmanager
+def survey_memo(matrix: Matrix) -> Iterator[Matrix]:
+    """Within the block, `matrix.survey(profile)` is treated once per profile's indicators and small-sample
+    treatment: a scenario asks for it from the score, the Monte Carlo and each of its normalisers. The matrix
+    must not change inside the block (outside, every call treats the values again)."""
+    matrix._surveys = {}
+    try:
+        yield matrix
+    finally:
+        matrix._surveys = None
 
 
 @dataclass(frozen=True)
@@ -675,19 +700,25 @@ def _top_indicators(
     effective = within * comp_w.T[:, lay.component_index] if len(lay.codes) else within
     contribution = np.where(present, effective * np.nan_to_num(x) * 100.0, np.nan)
     order = np.argsort(np.where(present, -contribution, np.inf), axis=1, kind="stable")[:, :TOP_INDICATORS]
+    rows = np.arange(x.shape[0])[:, None]
+    keep = present[
+        rows, order
+    ].tolist()  # the five candidates of each unit, as Python values (no per-cell float())
     raw = matrix.values[list(lay.codes)].to_numpy(dtype=np.float64)
-    out: list[list[dict[str, Any]]] = []
-    for u in range(x.shape[0]):
-        out.append(
-            [
-                {
-                    "code": lay.codes[j],
-                    "value": float(raw[u, j]),
-                    "normalised": float(x[u, j]),
-                    "contribution": float(contribution[u, j]),
-                }
-                for j in order[u]
-                if present[u, j]
-            ]
-        )
-    return out
+    picked = zip(
+        order.tolist(),
+        raw[rows, order].tolist(),
+        x[rows, order].tolist(),
+        contribution[rows, order].tolist(),
+        keep,
+        strict=True,
+    )
+    codes = lay.codes
+    return [
+        [
+            {"code": codes[j], "value": v, "normalised": n, "contribution": c}
+            for j, v, n, c, ok in zip(js, vs, ns, cs, oks, strict=True)
+            if ok
+        ]
+        for js, vs, ns, cs, oks in picked
+    ]

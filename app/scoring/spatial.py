@@ -14,17 +14,29 @@ Choices, checked on the mirrored boundaries (tests/test_scoring_spatial.py):
   neighbours a unit has, as in ArcGIS's Hot Spot Analysis. Row standardisation would scale each
   unit's statistic and its permutations by the same constant, so the permutation p-values are the same
   either way (checked on GTM); only the z-score differs, and with ``"R"`` it ignores neighbour counts.
-- Inference uses ``permutations`` conditional permutations (the focal value held fixed), seeded per group
-  so one country's result does not depend on the others. ``p_sim`` is two-sided: twice esda's folded
-  pseudo p-value (the tail the observed value falls in), capped at 1, since a unit is tested for being
-  either hot or cold; esda announces the same change for its next major release. With 999 permutations
-  the smallest is 0.002.
+- Inference uses ``permutations`` conditional permutations (the focal value held fixed, its k neighbours'
+  values drawn without replacement from the group's other units), seeded per group with
+  ``numpy.random.default_rng(seed)`` so one country's result does not depend on the others. As esda's
+  ``crand``, one matrix of draws (permutations × the largest neighbour count) serves every unit: unit i
+  takes the first k_i draws of each row, and a draw that falls on i itself stands for the group's last
+  unit, so each unit gets a uniform sample of its others. The permuted neighbour sums of all units with k
+  neighbours are then one cumulative sum, sorted once, and each unit's count is a binary search plus the
+  few rows where its stand-in was drawn (``_conditional_pvalues``): exact, vectorised, no per-unit loop.
+  The pseudo p-value is esda's "directed" one, (larger + 1)/(permutations + 1) with larger the number of
+  permuted sums ≥ the observed one (equal within 1e-9 relative counts as ≥, so summation order does not
+  split ties), folded to the other tail when that is the smaller; ``p_sim`` is two-sided: twice that,
+  capped at 1, since a unit is tested for being either hot or cold (esda announces the same change for its
+  next major release). The draws differ from esda's own (numba's generator), so p-values agree with
+  ``esda.G_Local`` within Monte Carlo error, not bit for bit (tests/test_scoring_spatial.py). The
+  resolution is 2/(permutations + 1): 0.002 with 999, 0.0002 with the 9,999 the service uses.
+- ``gi_z`` is esda's analytic z-score of Gi* (``G_Local.calc``: star, binary weights), computed here with
+  the same formula on the same sparse weights (equal to esda's to 1e-12).
 - Multiple testing: Benjamini–Hochberg over the p-values of the units tested in each group (units with a
   value and at least one neighbour with a value). A unit is significant when p ≤ the BH threshold at
   ``alpha``; hot when significant and ``gi_z`` > 0, cold when significant and ``gi_z`` < 0. Permutation
   p-values are coarse: nothing passes unless at least m·p_min/α units reach the smallest p-value (14 of
   GTM's 340 at 999 permutations and α = 0.05), so small clusters in large groups need more permutations
-  (9,999 take ≈0.2 s on GTM).
+  (9,999 take ≈0.01 s on GTM).
 - Confidence: for a significant unit, the highest of 99, 95, 90 whose BH procedure at α = 1 − level/100
   over the same p-values rejects it (BH rejection sets are nested in α, so at the default ``alpha=0.05``
   a significant unit has 99 or 95); None for every unit that is not significant.
@@ -40,15 +52,16 @@ Choices, checked on the mirrored boundaries (tests/test_scoring_spatial.py):
 from __future__ import annotations
 
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-import esda
 import geopandas as gpd
 import libpysal
 import numpy as np
 import pandas as pd
+import shapely
+from scipy import sparse
 
 EQUAL_AREA_CRS = "EPSG:6933"
 CONFIDENCE_LEVELS = (99, 95, 90)
@@ -91,8 +104,10 @@ def hotspots(
     permutations: int = 999,
     seed: int = 2021,
     alpha: float = 0.05,
+    w: libpysal.weights.W | None = None,
 ) -> pd.DataFrame:
-    """Getis-Ord Gi* hot and cold spots of value_column within each group, FDR-controlled (see module doc)."""
+    """Getis-Ord Gi* hot and cold spots of value_column within each group, FDR-controlled (see module doc).
+    `w`: the units' contiguity when already built (``contiguity`` of these or more units); else built here."""
     ids = _ids(units, id_column)
     values = pd.to_numeric(units[value_column], errors="coerce").to_numpy(dtype=float)
     if (values < 0).any():
@@ -107,54 +122,51 @@ def hotspots(
         },
         index=pd.Index(ids, name=id_column),
     )
+    adjacency = adjacency_matrix(w if w is not None else contiguity(units, id_column), ids)
     groups = (
         pd.Series(0, index=units.index) if group_column is None else units[group_column].fillna("")
     ).to_numpy()
     for group in pd.unique(groups):
         rows = np.nonzero((groups == group) & ~np.isnan(values))[0]
         if len(rows):
-            _hotspots_in_group(units.iloc[rows], values[rows], out, id_column, permutations, seed, alpha)
+            _hotspots_in_group(rows, values[rows], adjacency, out, permutations, seed, alpha)
     return out
 
 
+def adjacency_matrix(w: libpysal.weights.W, ids: Sequence[Hashable]) -> sparse.csr_array:
+    """The binary contiguity of `ids` (rows and columns in that order, no diagonal) taken from w."""
+    position = {unit: i for i, unit in enumerate(w.id_order)}
+    missing = [unit for unit in ids if unit not in position]
+    if missing:
+        raise ValueError(f"The weights do not cover {len(missing)} units, e.g. {missing[:3]}.")
+    order = np.fromiter((position[unit] for unit in ids), dtype=np.int64, count=len(ids))
+    full = sparse.csr_array(w.sparse)
+    full.data[:] = 1.0  # binary, whatever transform w carries
+    return sparse.csr_array(full[order][:, order])
+
+
 def _hotspots_in_group(
-    units: gpd.GeoDataFrame,
+    rows: np.ndarray,
     values: np.ndarray,
+    adjacency: sparse.csr_array,
     out: pd.DataFrame,
-    id_column: str,
     permutations: int,
     seed: int,
     alpha: float,
 ) -> None:
-    """Fill out's rows for one group's units that have a value."""
-    w = contiguity(units, id_column)
-    connected = [i for i in w.id_order if w.cardinalities[i] > 0]
-    if not connected:
+    """Fill out's rows (positions `rows`) for one group's units that have a value."""
+    a = sparse.csr_array(adjacency[rows][:, rows])
+    linked = np.asarray(a.sum(axis=1)).ravel() > 0
+    if not linked.any():
         return
+    connected = out.index[rows[linked]]
     out.loc[connected, "label"] = NOT_SIGNIFICANT
-    y = pd.Series(values, index=w.id_order)[connected].to_numpy()
-    if len(connected) < 3 or np.ptp(y) == 0:
+    y = values[linked]
+    if len(y) < 3 or np.ptp(y) == 0:
         return  # nothing to permute against, or no variation to find
-    w = libpysal.weights.w_subset(w, connected, silence_warnings=True)
-    state = np.random.get_state()  # esda seeds numpy's global generator; leave it as it was
-    try:
-        with warnings.catch_warnings():
-            # G_Local cannot choose the alternative yet; we make the folded p-value two-sided below
-            warnings.simplefilter("ignore", DeprecationWarning)
-            g = esda.G_Local(
-                y,
-                w,
-                transform="B",
-                permutations=permutations,
-                star=True,
-                keep_simulations=False,
-                n_jobs=1,
-                seed=seed,
-            )
-    finally:
-        np.random.set_state(state)
-    z = np.asarray(g.Zs, dtype=float)
-    p = np.minimum(1.0, 2 * np.asarray(g.p_sim, dtype=float))
+    a = sparse.csr_array(a[linked][:, linked])
+    z = gi_star_z(y, a)
+    p = np.minimum(1.0, 2 * _conditional_pvalues(y, a, permutations, np.random.default_rng(seed)))
     significant = p <= benjamini_hochberg(p, alpha)
     confidence: list[int | None] = [None] * len(p)
     for level in sorted(CONFIDENCE_LEVELS):  # highest level last, so it wins
@@ -169,6 +181,69 @@ def _hotspots_in_group(
     out.loc[connected, "confidence"] = pd.Series(confidence, index=connected, dtype=object)
 
 
+def gi_star_z(y: np.ndarray, adjacency: sparse.csr_array) -> np.ndarray:
+    """The analytic z-score of Gi* with binary weights and the focal unit weighted 1: esda's ``G_Local.calc``
+    (star=True, transform="B") on the same weights, written out so the weights need no libpysal W."""
+    n = len(y)
+    total = y.sum()
+    statistic = (adjacency @ y + y) / total
+    empirical_mean = total / n
+    empirical_variance = (y**2).sum() / n - empirical_mean**2
+    cardinality = np.asarray(adjacency.sum(axis=1)).ravel() + 1.0
+    expected_value = cardinality / n
+    expected_variance = cardinality * (n - cardinality)
+    expected_variance = expected_variance / (n - 1)
+    expected_variance = expected_variance * (1 / n**2)
+    expected_variance = expected_variance * (empirical_variance / (empirical_mean**2))
+    return np.asarray((statistic - expected_value) / np.sqrt(expected_variance), dtype=float)
+
+
+def _conditional_pvalues(
+    y: np.ndarray, adjacency: sparse.csr_array, permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """esda's folded ("directed") pseudo p-value of each unit's neighbour sum under conditional permutation,
+    all units at once (module doc): (larger + 1)/(permutations + 1), larger folded to the smaller tail."""
+    n = len(y)
+    k = np.asarray(adjacency.sum(axis=1)).ravel().astype(np.int64)
+    observed = adjacency @ y
+    threshold = observed - 1e-9 * np.abs(observed)  # equal up to summation order counts as ≥
+    draws = _draws_without_replacement(rng, n - 1, int(k.max()), permutations)
+    sums = np.cumsum(y[draws], axis=1)  # sums[p, c]: the first c + 1 draws as unit n − 1 sees them
+    larger = np.zeros(n)
+    for kk in np.unique(k):
+        members = np.flatnonzero(k == kk)
+        column = np.sort(sums[:, kk - 1])
+        larger[members] = permutations - np.searchsorted(column, threshold[members], side="left")
+    # rows where unit u < n − 1 drew itself among its first k_u: that draw stands for unit n − 1
+    row, col = np.divmod(np.arange(draws.size), draws.shape[1])
+    unit = draws.ravel()
+    hit = col < k[unit]
+    row, unit = row[hit], unit[hit]
+    before = sums[row, k[unit] - 1]
+    after = before + (y[n - 1] - y[unit])
+    change = (after >= threshold[unit]).astype(float) - (before >= threshold[unit])
+    larger += np.bincount(unit, weights=change, minlength=n)
+    low = (permutations - larger) < larger
+    larger[low] = permutations - larger[low]
+    return np.asarray((larger + 1) / (permutations + 1), dtype=float)
+
+
+def _draws_without_replacement(rng: np.random.Generator, n: int, k: int, size: int) -> np.ndarray:
+    """`size` rows of k distinct integers in [0, n), each row a uniform sequential sample (so every prefix of
+    a row is a uniform sample too): column by column, redrawing the cells that repeat an earlier one."""
+    if 2 * k >= n:  # few to choose from: shuffle whole rows instead of redrawing often
+        return np.asarray(rng.permuted(np.tile(np.arange(n), (size, 1)), axis=1)[:, :k], dtype=np.int64)
+    out = np.empty((size, k), dtype=np.int64)
+    for c in range(k):
+        column = rng.integers(0, n, size)
+        clash = np.flatnonzero((out[:, :c] == column[:, None]).any(axis=1))
+        while len(clash):
+            column[clash] = rng.integers(0, n, len(clash))
+            clash = clash[(out[clash, :c] == column[clash, None]).any(axis=1)]
+        out[:, c] = column
+    return out
+
+
 def zones(
     units: gpd.GeoDataFrame,
     members: pd.Series,
@@ -178,49 +253,66 @@ def zones(
     id_column: str = "key",
     prefix_column: str = "country",
     value_column: str = "score",
+    area_km2: pd.Series | None = None,
 ) -> tuple[pd.Series, pd.DataFrame]:
-    """Contiguous zones of member units (boolean Series by id) within each group, with a summary per zone."""
+    """Contiguous zones of member units (boolean Series by id) within each group, with a summary per zone.
+    `area_km2`: the units' areas by id when already known (``zone_areas_km2``); else computed here."""
     ids = _ids(units, id_column)
     frame = units.set_axis(pd.Index(ids, name=id_column))
     is_member = members.reindex(frame.index).fillna(False).astype(bool)
     group = frame[group_column]
     components = _components([i for i in frame.index if is_member[i]], w, group)
-    scores = pd.to_numeric(frame[value_column], errors="coerce")
-    ranked = sorted(
-        components,
-        key=lambda c: (
-            str(frame.at[c[0], prefix_column]),
-            -_nan_to(scores[c].mean(), -np.inf),
-            -len(c),
-            str(c[0]),
-        ),
+    scores = pd.to_numeric(frame[value_column], errors="coerce").to_numpy(dtype=float)
+    position = {unit: k for k, unit in enumerate(frame.index)}
+    at = [np.fromiter((position[m] for m in c), dtype=np.int64, count=len(c)) for c in components]
+    prefixes, groups = frame[prefix_column].to_numpy(dtype=object), group.to_numpy(dtype=object)
+    means = [_nan_to(_nanmean(scores[pos]), -np.inf) for pos in at]
+    order = sorted(
+        range(len(components)),
+        key=lambda i: (str(prefixes[at[i][0]]), -means[i], -len(components[i]), str(components[i][0])),
     )
-    zone_of = pd.Series([None] * len(frame), index=frame.index, dtype=object, name="zone")
+    zone_of = np.full(len(frame), None, dtype=object)
     rows: list[dict[str, Any]] = []
     numbered: dict[str, int] = {}
     width = max(2, len(str(len(components))))
-    areas_km2 = frame.geometry.to_crs(EQUAL_AREA_CRS).area / 1e6
-    for members_ in ranked:
-        prefix = str(frame.at[members_[0], prefix_column])
+    areas = (area_km2 if area_km2 is not None else zone_areas_km2(frame, id_column)).reindex(frame.index)
+    areas_km2 = areas.to_numpy(dtype=float)
+    # the members' bounds in EPSG:4326, transformed once (not per zone) and only when in another CRS
+    geoms = frame.geometry
+    if geoms.crs is None or not geoms.crs.equals("EPSG:4326"):
+        geoms = geoms[is_member.to_numpy()].to_crs("EPSG:4326").reindex(frame.index)
+    bounds = shapely.bounds(geoms.to_numpy())
+    pillars = frame["pillar"].to_numpy(dtype=object) if "pillar" in frame.columns else None
+    for i in order:
+        members_, pos = components[i], at[i]
+        prefix = str(prefixes[pos[0]])
         numbered[prefix] = numbered.get(prefix, 0) + 1
         zone = f"{prefix}-Z{numbered[prefix]:0{width}d}"
-        zone_of[members_] = zone
+        zone_of[pos] = zone
         row = {
             "zone": zone,
-            group_column: frame.at[members_[0], group_column],
+            group_column: groups[pos[0]],
             "units": len(members_),
             "members": list(members_),
-            "mean_score": _nan_to(scores[members_].mean(), None),
-            "max_score": _nan_to(scores[members_].max(), None),
-            "area_km2": float(areas_km2[members_].sum()),
-            "bbox": [float(v) for v in frame.geometry[members_].to_crs("EPSG:4326").total_bounds],
+            "mean_score": _nan_to(_nanmean(scores[pos]), None),
+            "max_score": _nan_to(np.nan if np.isnan(scores[pos]).all() else np.nanmax(scores[pos]), None),
+            "area_km2": float(np.where(np.isnan(areas_km2[pos]), 0.0, areas_km2[pos]).sum()),
+            "bbox": _total_bounds(bounds[pos]),
         }
-        if "pillar" in frame.columns:
-            row["pillar"] = _mode(frame.loc[members_, "pillar"])
+        if pillars is not None:
+            row["pillar"] = _mode(pillars[pos])
         rows.append(row)
     columns = ["zone", group_column, "units", "members", "mean_score", "max_score", "area_km2", "bbox"]
     columns += ["pillar"] if "pillar" in frame.columns else []
-    return zone_of, pd.DataFrame(rows, columns=columns)
+    return pd.Series(zone_of, index=frame.index, dtype=object, name="zone"), pd.DataFrame(
+        rows, columns=columns
+    )
+
+
+def zone_areas_km2(units: gpd.GeoDataFrame, id_column: str = "key") -> pd.Series:
+    """Each unit's area in km², in an equal-area projection (EQUAL_AREA_CRS), by id."""
+    areas = units.geometry.to_crs(EQUAL_AREA_CRS).area.to_numpy() / 1e6
+    return pd.Series(areas, index=pd.Index(_ids(units, id_column), name=id_column))
 
 
 def _components(members: list[Hashable], w: libpysal.weights.W, group: pd.Series) -> list[list[Hashable]]:
@@ -251,13 +343,26 @@ def _ids(units: gpd.GeoDataFrame, id_column: str) -> list[Hashable]:
     return list(ids)
 
 
-def _mode(values: pd.Series) -> Any:
+def _total_bounds(bounds: np.ndarray) -> list[float]:
+    """[minx, miny, maxx, maxy] over rows of per-geometry bounds (as GeoSeries.total_bounds)."""
+    return [float(np.nanmin(bounds[:, 0])), float(np.nanmin(bounds[:, 1])), float(np.nanmax(bounds[:, 2])),
+            float(np.nanmax(bounds[:, 3]))]  # fmt: skip
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """The mean of the non-NaN values, computed as pandas' Series.mean does (NaN when there are none)."""
+    missing = np.isnan(values)
+    count = len(values) - int(missing.sum())
+    return float(np.where(missing, 0.0, values).sum() / count) if count else float("nan")
+
+
+def _mode(values: np.ndarray) -> Any:
     """The most frequent non-null value (ties broken by sort order), None when all are null."""
-    counts = values.dropna().astype(str).value_counts()
-    if counts.empty:
+    counts = Counter(str(v) for v in values if not pd.isna(v))
+    if not counts:
         return None
-    best = counts[counts == counts.max()].index
-    return sorted(best)[0]
+    top = max(counts.values())
+    return sorted(v for v, c in counts.items() if c == top)[0]
 
 
 def _nan_to(value: Any, default: Any) -> Any:
