@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import models
+from app.api import schemas
 from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.errors import NotFound
@@ -45,7 +46,7 @@ def _item(r: Any) -> dict[str, Any]:
 
 @router.get(
     "/storms",
-    responses=media("application/json", "application/geo+json"),
+    responses=media("application/json", "application/geo+json", model=schemas.Storms),
     summary="Atlantic storm tracks since 1975 (HURDAT2), filtered",
 )
 def list_storms(
@@ -96,7 +97,11 @@ def list_storms(
     )
 
 
-@router.get("/storms/{storm_id}", summary="One storm with its six-hourly fixes")
+@router.get(
+    "/storms/{storm_id}",
+    responses=media("application/json", model=schemas.StormDetail),
+    summary="One storm with its six-hourly fixes",
+)
 def get_storm(conn: ConnDep, storm_id: str) -> ORJSONResponse:
     """A storm, its track and every fix (time, position, status, wind, pressure, wind radii)."""
     row = conn.execute(_STORMS.where(models.storm_tracks.c.storm_id == storm_id.strip().upper())).first()
@@ -121,7 +126,11 @@ def get_storm(conn: ConnDep, storm_id: str) -> ORJSONResponse:
     )
 
 
-@router.get("/events", summary="Disaster records by municipio (DesInventar, Guatemala 1988-2015), filtered")
+@router.get(
+    "/events",
+    responses=media("application/json", model=schemas.Events),
+    summary="Disaster records by municipio (DesInventar, Guatemala 1988-2015), filtered",
+)
 def list_hazard_events(
     conn: ConnDep,
     limit: LimitDep,

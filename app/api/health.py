@@ -10,7 +10,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__, queries
-from app.api.responses import ORJSONResponse, errors
+from app.api import schemas
+from app.api.responses import ORJSONResponse, media
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("app.api")
@@ -18,7 +19,10 @@ log = logging.getLogger("app.api")
 
 @router.get(
     "/health",
-    responses=errors(503),
+    responses={
+        **media("application/json", model=schemas.Health),
+        **media("application/json", model=schemas.Health, status=503, description="Database unreachable"),
+    },
     summary="Service and database state (503 when the database is unreachable)",
 )
 def health(request: Request) -> ORJSONResponse:
@@ -38,7 +42,10 @@ def health(request: Request) -> ORJSONResponse:
 
 @router.get(
     "/ready",
-    responses=errors(503),
+    responses={
+        **media("application/json", model=schemas.Ready),
+        **media("application/json", model=schemas.Ready, status=503, description="Not ready: see problems"),
+    },
     summary="Readiness: database reachable, migrated to head, boundaries and scores loadable",
 )
 def ready(request: Request) -> ORJSONResponse:

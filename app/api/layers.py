@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy import text
 
 from app import indicators as ind
+from app.api import schemas
 from app.api.deps import ConnDep, SettingsDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 from app.queries import UnitFilter
@@ -45,13 +46,21 @@ def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"total": len(items), "limit": len(items), "offset": 0, "items": items}
 
 
-@router.get("/sources", summary="Every data source: publisher, licence, citation, files (sha256), load time")
+@router.get(
+    "/sources",
+    responses=media("application/json", model=schemas.Sources),
+    summary="Every data source: publisher, licence, citation, files (sha256), load time",
+)
 def list_sources(conn: ConnDep, settings: SettingsDep) -> ORJSONResponse:
     """The manifest's sources and users' uploads, with what has been loaded."""
     return ORJSONResponse(_page(ind.sources(conn, settings)))
 
 
-@router.get("/indicators", summary="The indicator catalogue with theme, direction, unit, source, coverage")
+@router.get(
+    "/indicators",
+    responses=media("application/json", model=schemas.Indicators),
+    summary="The indicator catalogue with theme, direction, unit, source, coverage",
+)
 def list_indicators(conn: ConnDep, theme: Theme | None = None) -> ORJSONResponse:
     """Indicators (theme `migration`, pillars I–V, or `context`) and their coverage per country; `coverage`
     sums it up per country and pillar (`"status": "no data"` where a pillar has no value in a country)."""
@@ -62,7 +71,7 @@ def list_indicators(conn: ConnDep, theme: Theme | None = None) -> ORJSONResponse
 
 @router.get(
     "/indicators/{code}/values",
-    responses=media("application/json", "text/csv", "application/geo+json"),
+    responses=media("application/json", "text/csv", "application/geo+json", model=schemas.IndicatorValues),
     summary="Values of one indicator per municipio, with period and flags",
 )
 def indicator_values(
@@ -158,7 +167,7 @@ def indicator_values(
 
 @router.get(
     "/municipalities/{pcode}/series",
-    responses=media("application/json", "text/csv"),
+    responses=media("application/json", "text/csv", model=schemas.Series),
     summary="Every period of one indicator for one municipio, with provenance and flags",
 )
 def municipality_series(

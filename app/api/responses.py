@@ -48,13 +48,20 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 COMMON_ERRORS = errors(400, 404, 422, 429, 503)
 
 
-def media(*types: str) -> dict[int | str, dict[str, Any]]:
-    """An OpenAPI 200 response listing the media types a `format` parameter can select."""
-    schema = {"type": "string", "format": "binary"}
-    return {
-        200: {
-            "content": {
-                t: ({"schema": {"type": "object"}} if "json" in t else {"schema": schema}) for t in types
-            }
-        }
+def media(
+    *types: str, model: type[BaseModel] | None = None, status: int = 200, description: str | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI response (200 unless `status`) listing the media types a `format` parameter can select.
+    With `model`, the JSON body's schema is that pydantic model's (app/api/schemas.py): FastAPI writes it into
+    the OpenAPI document, and nothing is validated at run time (the routes return ORJSONResponse)."""
+    binary = {"type": "string", "format": "binary"}
+    content: dict[str, Any] = {
+        t: ({"schema": {"type": "object"}} if "json" in t else {"schema": binary}) for t in types
     }
+    response: dict[str, Any] = {"content": content}
+    if model is not None:
+        content.pop("application/json", None)  # FastAPI puts the model's schema there
+        response["model"] = model
+    if description is not None:
+        response["description"] = description
+    return {status: response}

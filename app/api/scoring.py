@@ -14,6 +14,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 
 from app import exports, jobs
+from app.api import schemas
 from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, errors, media
 from app.api.security import check_key
@@ -124,6 +125,7 @@ Offset = Annotated[int, Query(ge=0)]
         "text/csv",
         "application/geopackage+sqlite3",
         "application/flatgeobuf",
+        model=schemas.Priorities,
     ),
     summary="Ranked, pillar-tagged priority municipios with reasons and rank uncertainty",
 )
@@ -161,7 +163,9 @@ def priorities(
             "text/csv",
             "application/geopackage+sqlite3",
             "application/flatgeobuf",
+            model=schemas.Priorities,
         ),
+        **media("application/json", model=schemas.ScoreJob, status=202, description="Being computed: poll"),
         **errors(401, 403, 413),
     },
     summary="Score a custom profile (cached by its hash)",
@@ -226,7 +230,11 @@ def _job_response(request: Request, job: jobs.JobState, status_code: int = 200) 
 
 @router.get(
     "/scores/jobs/{job_id}",
-    responses={303: {"description": "Done: See Other, the scenario's result"}, **errors(404)},
+    responses={
+        **media("application/json", model=schemas.ScoreJob),
+        303: {"description": "Done: See Other, the scenario's result"},
+        **errors(404),
+    },
     summary="A scenario being computed: its state, and the result when done",
 )
 def get_score_job(request: Request, job_id: Annotated[int, PathParam(ge=1)]) -> Response:
@@ -253,7 +261,9 @@ def get_score_job(request: Request, job_id: Annotated[int, PathParam(ge=1)]) -> 
             "text/csv",
             "application/geopackage+sqlite3",
             "application/flatgeobuf",
+            model=schemas.Priorities,
         ),
+        **media("application/json", model=schemas.ScoreJob, status=202, description="Being computed: poll"),
         **errors(404),
     },
     summary="A scenario posted before, by its hash (where a scenario job's result is)",
@@ -288,7 +298,11 @@ def get_scenario(
     return _scenario(request, conn, spec, f, set, limit, offset, format)
 
 
-@router.get("/profiles", summary="The bundled scoring profiles")
+@router.get(
+    "/profiles",
+    responses=media("application/json", model=schemas.Profiles),
+    summary="The bundled scoring profiles",
+)
 def list_profiles() -> ORJSONResponse:
     """Each profile's id, hash and spec (what POST /v1/scores accepts)."""
     items = [
@@ -298,7 +312,11 @@ def list_profiles() -> ORJSONResponse:
     return ORJSONResponse({"total": len(items), "limit": len(items), "offset": 0, "items": items})
 
 
-@router.get("/profiles/{profile_id}", summary="One scoring profile (and, for a fitted one, its fit)")
+@router.get(
+    "/profiles/{profile_id}",
+    responses=media("application/json", model=schemas.ProfileDetail),
+    summary="One scoring profile (and, for a fitted one, its fit)",
+)
 def get_profile(request: Request, profile_id: str) -> ORJSONResponse:
     """A profile's id, hash and spec. For an empirical profile also `fit`: per country its status, units and
     departments with an outcome, out-of-sample Spearman and R² (nested leave-one-department-out), chosen
@@ -312,7 +330,11 @@ def get_profile(request: Request, profile_id: str) -> ORJSONResponse:
     return ORJSONResponse(body)
 
 
-@router.get("/municipalities/{pcode}/score", summary="Why a municipio ranks where it does")
+@router.get(
+    "/municipalities/{pcode}/score",
+    responses=media("application/json", model=schemas.Explanation),
+    summary="Why a municipio ranks where it does",
+)
 def municipality_score(
     request: Request,
     conn: ConnDep,
@@ -335,7 +357,7 @@ def municipality_score(
 
 @router.get(
     "/zones",
-    responses=media("application/json", "application/geo+json"),
+    responses=media("application/json", "application/geo+json", model=schemas.Zones),
     summary="Contiguous programme zones of top-tier or hot-spot municipios",
 )
 def list_zones(
@@ -383,6 +405,7 @@ def list_zones(
 
 @router.get(
     "/sensitivity",
+    responses=media("application/json", model=schemas.Sensitivity),
     summary="How much each weight moves the ranking (Sobol' or one-at-a-time), and the share of rank variance "
     "due to each source of uncertainty",
 )

@@ -16,8 +16,9 @@ from fastapi.responses import Response
 from sqlalchemy import Engine
 
 from app import tiles
+from app.api import schemas
 from app.api.deps import ConnDep, get_engine
-from app.api.responses import COMMON_ERRORS, ORJSONResponse
+from app.api.responses import COMMON_ERRORS, ORJSONResponse, media
 from app.scoring.service import default_run
 
 router = APIRouter(tags=["vector tiles"], responses=COMMON_ERRORS)
@@ -40,6 +41,7 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
 @router.get(
     "/tiles/{collection}.json",
     name="tilejson",
+    responses=media("application/json", model=schemas.TileJSON),
     summary="TileJSON 3.0.0 for a vector tile collection (municipalities, priorities)",
 )
 def tilejson(request: Request, conn: ConnDep, collection: str) -> ORJSONResponse:

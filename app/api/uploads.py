@@ -13,8 +13,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
+from app.api import schemas
 from app.api.deps import ConnDep
-from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors
+from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors, media
 from app.api.security import ApiKey
 from app.errors import DataError, InvalidParameter
 from app.ingest.layers import store_layer
@@ -58,7 +59,7 @@ def _check_archive(path: Path, limit: int) -> None:
 
 @router.post(
     "/uploads",
-    responses=errors(401, 403, 413),
+    responses={**media("application/json", model=schemas.UploadReport, status=201), **errors(401, 403, 413)},
     status_code=201,
     summary="Upload your own indicator layer (API key needed)",
 )

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from app import indicators, queries
+from app.api import schemas
 from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, media
 
@@ -24,7 +25,11 @@ class DetailFormat(StrEnum):
     geojson = "geojson"
 
 
-@router.get("/countries", summary="The three countries with their boundary sets and unit counts")
+@router.get(
+    "/countries",
+    responses=media("application/json", model=schemas.Countries),
+    summary="The three countries with their boundary sets and unit counts",
+)
 def list_countries(conn: ConnDep) -> ORJSONResponse:
     """Countries, each with its boundary sets (default first) and their unit counts."""
     items = queries.countries(conn)
@@ -59,7 +64,7 @@ def _feature(item: dict[str, Any]) -> dict[str, Any]:
 
 @router.get(
     "/municipalities",
-    responses=media("application/json", "application/geo+json"),
+    responses=media("application/json", "application/geo+json", model=schemas.Municipalities),
     summary="Municipios, filtered and paged",
 )
 def list_municipalities(
@@ -97,7 +102,7 @@ def list_municipalities(
 
 @router.get(
     "/municipalities/{pcode}",
-    responses=media("application/json", "application/geo+json"),
+    responses=media("application/json", "application/geo+json", model=schemas.MunicipalityDetail),
     summary="One municipio with geometry, provenance and crosswalk",
 )
 def get_municipality(conn: ConnDep, pcode: str, format: DetailFormat = DetailFormat.json) -> ORJSONResponse:

@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app import validation
-from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors
+from app.api import schemas
+from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors, media
 from app.errors import DataError, InvalidParameter
 
 router = APIRouter(prefix="/v1", tags=["validation"], responses=COMMON_ERRORS)
@@ -76,7 +77,7 @@ async def _form_fields(request: Request) -> tuple[dict[str, Any], tuple[str, byt
 @router.post(
     "/validation",
     openapi_extra=_OPENAPI,
-    responses=errors(413, 415),
+    responses={**media("application/json", model=schemas.ValidationReport), **errors(413, 415)},
     summary="Compare a profile's ranking with a reference table (Spearman, top-k, tier-1 hits); nothing stored",
 )
 async def validate(request: Request) -> ORJSONResponse:
