@@ -41,6 +41,7 @@ log = logging.getLogger("app.jobs")
 
 QUEUE = "scenarios"
 TASK = "compute_run"
+RETRY_STALLED = "retry_stalled_scenarios"  # each minute, by whichever worker defers it first
 WORKER_RETRY_S = 5.0  # the in-process worker starts again this long after losing its database
 # procrastinate's statuses as the API names them
 STATUSES = {
@@ -125,6 +126,16 @@ def make_queue(
         """Score one scenario (a sync task: procrastinate runs it in a thread, off the event loop)."""
         assert context.job.id is not None
         return compute(engine, retention, context.job.id, profile_json, sets)
+
+    @queue.periodic(cron="* * * * *", periodic_id=RETRY_STALLED)
+    @queue.task(name=RETRY_STALLED, queue=QUEUE, queueing_lock=RETRY_STALLED, pass_context=True)
+    async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
+        """Put back in the queue the scenario jobs of workers that stopped sending heartbeats (a replica
+        killed mid-job), which would otherwise stay `running` for every request of their scenario."""
+        manager = context.app.job_manager
+        for job in await manager.get_stalled_jobs(queue=QUEUE, task_name=TASK):
+            log.warning("scenario job %s: its worker is gone; queued again", job.id)
+            await manager.retry_job(job)
 
     return queue
 

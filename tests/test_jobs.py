@@ -4,6 +4,7 @@ is one job and one run, failures are reported with a message, and the API stays 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def test_new_scenario_answers_202_and_polling_reaches_the_result(db: tuple[Engin
         # the same answer as a synchronous POST now that the run is stored (and no second job)
         again = c.post("/v1/scores", json=SPEC, params={"country": "SLV", "limit": 5})
         assert again.status_code == 200 and again.json()["items"] == out["items"]
-    assert _count(engine, "SELECT count(*) FROM procrastinate_jobs") == 1
+    assert _count(engine, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'compute_run'") == 1
     assert _count(engine, "SELECT count(*) FROM score_runs WHERE profile_hash = :h", h=body["hash"]) == 1
 
 
@@ -114,16 +115,46 @@ def test_same_scenario_twice_is_one_job_and_one_run_then_200_without_a_job(
         assert first.status_code == second.status_code == 202
         assert first.json()["job"] == second.json()["job"]
         assert c.get(first.headers["location"]).json()["status"] == "queued"
-        assert _count(engine, "SELECT count(*) FROM procrastinate_jobs") == 1
+        assert _count(engine, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'compute_run'") == 1
         jobs.run_worker(engine, settings, wait=False)  # a dedicated worker empties the queue
         assert _poll(c, second.headers["location"]).status_code == 303
         assert len(c.get(second.headers["location"]).json()["items"]) == 3  # followed to the result
         stored = c.post("/v1/scores", json=spec)  # stored now: 200 at once, no new job
         assert stored.status_code == 200 and stored.json()["profile"]["hash"] == first.json()["hash"]
-    assert _count(engine, "SELECT count(*) FROM procrastinate_jobs") == 1
+    assert _count(engine, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'compute_run'") == 1
     assert (
         _count(engine, "SELECT count(*) FROM score_runs WHERE profile_hash = :h", h=first.json()["hash"]) == 1
     )
+
+
+def test_a_job_whose_worker_is_gone_is_queued_again(db: tuple[Engine, Settings]) -> None:
+    """A replica killed mid-job leaves it `doing`; the periodic task puts it back once its worker's heartbeat
+    is older than 30 s, and a worker computes it."""
+    engine, settings = db
+    with _client(db, inprocess_worker=False) as c:
+        r = c.post("/v1/scores", json=_spec(18))
+        job = r.json()["job"]
+        with engine.begin() as conn:  # what a worker killed after taking the job leaves behind
+            worker = conn.execute(
+                text(
+                    "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '5 minutes') "
+                    "RETURNING id"
+                )
+            ).scalar_one()
+            conn.execute(
+                text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w WHERE id = :j"),
+                {"w": worker, "j": job},
+            )
+        assert c.get(r.headers["location"]).json()["status"] == "running"
+        queue = jobs.make_queue(engine, settings)
+
+        async def retry_then_work() -> None:  # the periodic task deferred now, then a worker
+            async with queue.open_async():
+                await queue.tasks[jobs.RETRY_STALLED].defer_async(timestamp=0)
+                await queue.run_worker_async(queues=[jobs.QUEUE], wait=False)
+
+        asyncio.run(retry_then_work())
+        assert _poll(c, r.headers["location"]).status_code == 303
 
 
 def test_failed_jobs_report_their_error(db: tuple[Engine, Settings]) -> None:
@@ -182,7 +213,7 @@ def test_bad_profiles_are_refused_before_any_job(db: tuple[Engine, Settings]) ->
         assert r.status_code == 422 and "no_such_indicator" in r.json()["description"]
         r = c.post("/v1/scores", json=SPEC, params={"set": "no-such-set"})
         assert r.status_code == 400 and "no-such-set" in r.json()["description"]
-    assert _count(engine, "SELECT count(*) FROM procrastinate_jobs") == 0
+    assert _count(engine, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'compute_run'") == 0
 
 
 def test_raices_worker_computes_a_replicas_job(db: tuple[Engine, Settings]) -> None:
