@@ -405,3 +405,85 @@ def test_a_department_block_is_not_a_hot_spot_of_the_local_score() -> None:
     values["dept_level"] = np.arange(len(keys), dtype=float)  # varies, but marked as department figures
     fallback = score(Matrix(values, m.country, m.directions, stand_in, department=dept), p)
     np.testing.assert_allclose(fallback["local_score"], out["local_score"])
+
+
+# --- the vectorised conditional permutation test ------------------------------------------------------
+
+
+def test_gi_star_pvalues_agree_with_esda_within_monte_carlo_error() -> None:
+    """Same statistic, different random streams: each unit's two-sided p-value is within Monte Carlo error
+    of twice esda's folded one (9,999 permutations each), and the z-scores are esda's."""
+    import esda
+
+    frame = grid(planted(hot=(0, 0), cold=(6, 6)))
+    permutations = 9999
+    ours = hotspots(frame, group_column=None, permutations=permutations, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        g = esda.G_Local(
+            frame["score"].to_numpy(),
+            contiguity(frame),
+            transform="B",
+            permutations=permutations,
+            star=True,
+            keep_simulations=False,
+            n_jobs=1,
+            seed=5,
+        )
+    theirs = np.minimum(1.0, 2 * np.asarray(g.p_sim))
+    np.testing.assert_allclose(ours["gi_z"].to_numpy(dtype=float), g.Zs, rtol=0, atol=1e-12)
+    # two independent estimates of the same p: difference sd = sqrt(2 p (1 - p) / permutations), doubled
+    sd = 2 * np.sqrt(2 * (theirs / 2) * (1 - theirs / 2) / permutations)
+    diff = np.abs(ours["p_sim"].to_numpy(dtype=float) - theirs)
+    assert (diff <= 4.5 * sd + 4 / (permutations + 1)).all(), diff.max()
+    assert abs(float(np.mean(ours["p_sim"].to_numpy(dtype=float) - theirs))) < 0.01  # no drift either way
+    assert (ours["label"] == "hot").sum() >= 5 and (ours["label"] == "cold").sum() >= 5
+
+
+def test_conditional_pvalues_match_a_per_unit_brute_force() -> None:
+    """All units at once (one draw matrix, a unit's own draw standing for the last unit) against drawing each
+    unit's neighbours afresh from its others, on an irregular graph with ties and varied neighbour counts."""
+    from scipy import sparse
+
+    from app.scoring.spatial import _conditional_pvalues
+
+    rng = np.random.default_rng(1)
+    n, permutations = 40, 4000
+    upper = np.triu(rng.random((n, n)) < 0.12, 1)
+    upper[np.arange(n - 1), np.arange(1, n)] = True  # a path, so everyone has a neighbour
+    adjacency = sparse.csr_array((upper | upper.T).astype(float))
+    y = np.round(rng.gamma(2.0, 10.0, n))  # rounded: ties between permuted and observed sums happen
+    ours = _conditional_pvalues(y, adjacency, permutations, np.random.default_rng(2))
+    k = np.asarray(adjacency.sum(axis=1)).ravel().astype(int)
+    observed = adjacency @ y
+    brute = np.empty(n)
+    for i in range(n):
+        others = np.delete(y, i)
+        sums = np.array([rng.choice(others, k[i], replace=False).sum() for _ in range(permutations)])
+        larger = int((sums >= observed[i]).sum())
+        brute[i] = (min(larger, permutations - larger) + 1) / (permutations + 1)
+    sd = np.sqrt(2 * brute * (1 - brute) / permutations)
+    assert (np.abs(ours - brute) <= 4.5 * sd + 2 / (permutations + 1)).all()
+    assert ((ours >= 1 / (permutations + 1)) & (ours <= 0.5 + 1 / (permutations + 1))).all()
+
+
+@pytest.mark.parametrize(("n", "k"), [(50, 8), (6, 5)])  # redrawing repeats, and shuffling whole rows
+def test_draws_without_replacement_are_uniform_prefixes(n: int, k: int) -> None:
+    from scipy import stats
+
+    from app.scoring.spatial import _draws_without_replacement
+
+    draws = _draws_without_replacement(np.random.default_rng(3), n, k, 20_000)
+    assert draws.shape == (20_000, k) and draws.min() >= 0 and draws.max() < n
+    assert all(len(set(row)) == k for row in draws[:2000].tolist())
+    for column in (0, k - 1):  # every position of a row is uniform over [0, n)
+        counts = np.bincount(draws[:, column], minlength=n)
+        assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_hotspots_take_prebuilt_weights() -> None:
+    frame = grid(planted(hot=(0, 0), cold=(6, 6)))
+    w = contiguity(frame.sample(frac=1, random_state=1))  # same units, another order
+    pd.testing.assert_frame_equal(hotspots(frame, w=w), hotspots(frame))
+    with pytest.raises(ValueError, match="do not cover"):
+        hotspots(frame, w=contiguity(frame.iloc[:50]))
