@@ -42,6 +42,7 @@ log = logging.getLogger("app.jobs")
 QUEUE = "scenarios"
 TASK = "compute_run"
 RETRY_STALLED = "retry_stalled_scenarios"  # each minute, by whichever worker defers it first
+MAINTENANCE = "scenarios-maintenance"  # its queue: its own jobs are kept an hour, not as long as scenarios'
 WORKER_RETRY_S = 5.0  # the in-process worker starts again this long after losing its database
 # procrastinate's statuses as the API names them
 STATUSES = {
@@ -86,6 +87,16 @@ def _record_failure(engine: Engine, job_id: int, error: RaicesError) -> None:
         )
 
 
+def _forget_errors(engine: Engine) -> None:
+    """Drop the recorded errors of jobs procrastinate no longer has."""
+    with transaction(engine) as conn:
+        conn.execute(
+            text(
+                "DELETE FROM job_errors e WHERE NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.id = e.job_id)"
+            )
+        )
+
+
 def compute(
     engine: Engine, retention: service.Retention, job_id: int, profile_json: str, sets: list[str]
 ) -> int:
@@ -127,15 +138,24 @@ def make_queue(
         assert context.job.id is not None
         return compute(engine, retention, context.job.id, profile_json, sets)
 
+    keep_hours = max(1, round(settings.scenario_runs_max_age_hours))
+
     @queue.periodic(cron="* * * * *", periodic_id=RETRY_STALLED)
-    @queue.task(name=RETRY_STALLED, queue=QUEUE, queueing_lock=RETRY_STALLED, pass_context=True)
+    @queue.task(name=RETRY_STALLED, queue=MAINTENANCE, queueing_lock=RETRY_STALLED, pass_context=True)
     async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
         """Put back in the queue the scenario jobs of workers that stopped sending heartbeats (a replica
-        killed mid-job), which would otherwise stay `running` for every request of their scenario."""
+        killed mid-job), which would otherwise stay `running` for every request of their scenario; and keep
+        the queue's tables bounded: finished scenario jobs go when their runs may (the scenario retention
+        age), this task's own after an hour."""
         manager = context.app.job_manager
         for job in await manager.get_stalled_jobs(queue=QUEUE, task_name=TASK):
             log.warning("scenario job %s: its worker is gone; queued again", job.id)
             await manager.retry_job(job)
+        await manager.delete_old_jobs(
+            keep_hours, queue=QUEUE, include_failed=True, include_cancelled=True, include_aborted=True
+        )
+        await manager.delete_old_jobs(1, queue=MAINTENANCE, include_failed=True)
+        await asyncio.to_thread(_forget_errors, engine)
 
     return queue
 
@@ -317,7 +337,7 @@ def profile_of(engine: Engine, profile_hash: str) -> Profile | None:
 
 def worker_options(settings: Settings, name: str) -> dict[str, Any]:
     """procrastinate worker options: the scenarios queue, the configured concurrency."""
-    return {"queues": [QUEUE], "concurrency": settings.worker_concurrency, "name": name}
+    return {"queues": [QUEUE, MAINTENANCE], "concurrency": settings.worker_concurrency, "name": name}
 
 
 class InProcessWorker:

@@ -151,7 +151,7 @@ def test_a_job_whose_worker_is_gone_is_queued_again(db: tuple[Engine, Settings])
         async def retry_then_work() -> None:  # the periodic task deferred now, then a worker
             async with queue.open_async():
                 await queue.tasks[jobs.RETRY_STALLED].defer_async(timestamp=0)
-                await queue.run_worker_async(queues=[jobs.QUEUE], wait=False)
+                await queue.run_worker_async(queues=[jobs.QUEUE, jobs.MAINTENANCE], wait=False)
 
         asyncio.run(retry_then_work())
         assert _poll(c, r.headers["location"]).status_code == 303
