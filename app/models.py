@@ -358,6 +358,45 @@ job_errors = Table(
     PrimaryKeyConstraint("job_id", name="pk_job_errors"),
 )
 
+# --- baselines (migration 0011) ------------------------------------------------------------------------
+
+# A named, frozen score run to compare later runs with (app/baselines.py). RESTRICT: no pruning removes a run
+# a baseline points at.
+baselines = Table(
+    "baselines",
+    metadata,
+    Column("id", Integer, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("profile_id", Text, nullable=False),
+    Column("profile_hash", String(16), nullable=False),
+    Column("profile", JSONB, nullable=False),
+    Column("data_version", String(32), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("sets", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("id", name="pk_baselines"),
+    UniqueConstraint("name", name="uq_baselines_name"),
+    ForeignKeyConstraint(["run_id"], ["score_runs.id"], ondelete="RESTRICT", name="fk_baselines_run"),
+    Index("ix_baselines_run", "run_id"),
+)
+
+# Per unit, the profile's indicator values it was scored on at baseline time: {code: {value, period,
+# contribution}} (a reload may replace the observations themselves).
+baseline_values = Table(
+    "baseline_values",
+    metadata,
+    Column("baseline_id", Integer, nullable=False),
+    Column("boundary_set_id", Text, nullable=False),
+    Column("pcode", Text, nullable=False),
+    Column("indicators", JSONB, nullable=False),
+    PrimaryKeyConstraint("baseline_id", "boundary_set_id", "pcode", name="pk_baseline_values"),
+    ForeignKeyConstraint(
+        ["baseline_id"], ["baselines.id"], ondelete="CASCADE", name="fk_baseline_values_baseline"
+    ),
+)
+
 # --- the read model: views (migration 0009) -------------------------------------------------------------
 #
 # Views live in metadata of their own: Alembic's autogenerate neither compares nor creates views, so they

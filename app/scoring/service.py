@@ -319,15 +319,17 @@ class Retention:
 
 def prune_scenarios(conn: Connection, retention: Retention, keep: int | None = None) -> int:
     """Delete the runs of profiles that are not bundled beyond the newest `max_runs` or older than
-    `max_age_hours` (their scores and zones go with them), never the run `keep`; the number deleted. Runs of
-    bundled profiles are kept, one per data epoch and set of boundaries."""
+    `max_age_hours` (their scores and zones go with them), never the run `keep` nor a run a baseline points
+    at (app/baselines.py); the number deleted. Runs of bundled profiles are kept, one per data epoch and set
+    of boundaries."""
     bundled = [p.hash() for p in bundled_profiles().values()]
     return int(
         conn.execute(
             text("""
         WITH scenario AS (
             SELECT id, computed_at, row_number() OVER (ORDER BY computed_at DESC, id DESC) AS n
-            FROM score_runs WHERE NOT (profile_hash = ANY(:bundled)))
+            FROM score_runs WHERE NOT (profile_hash = ANY(:bundled))
+              AND id NOT IN (SELECT run_id FROM baselines))
         DELETE FROM score_runs WHERE id IN (
             SELECT id FROM scenario
             WHERE (n > :max_runs OR computed_at < now() - make_interval(secs => :age_s))
