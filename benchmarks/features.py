@@ -1,22 +1,37 @@
-"""OGC API Features items and a vector tile from Raíces against tipg serving the same PostGIS rows.
+"""OGC API Features items, tiles and the catalogue from Raíces against tipg and the database floor (issue 14).
 
-Run: .venv/bin/python benchmarks/features.py [--requests 30] [--concurrency 4] [--seconds 5]
+Run: .venv/bin/python benchmarks/features.py [--requests 15] [--concurrency 4] [--seconds 3]
 
 Both servers are started by this script on free loopback ports (one uvicorn process each, asyncio loop and
-h11 on both so that only the applications differ) and stopped at the end, even on failure. tipg
-(developmentseed, PyPI `tipg`) runs from its own virtual environment outside the repository, created on
-first use (default: <tmp>/tipg-venv, or --tipg-python); when it cannot be installed or started the script
-says so and prints the Raíces numbers alone.
+h11 on both so that only the applications differ) and stopped at the end, even on failure. Raíces runs
+with its per-client rate limit off (tipg has none). tipg (developmentseed, PyPI `tipg`) runs from its own
+virtual environment outside the repository, created on first use (default: <tmp>/tipg-venv, or
+--tipg-python); when it cannot be installed or started the script says so and compares Raíces with the
+database floor alone.
 
 tipg serves a view created for the run and dropped at the end, `bench_municipalities`: the same 682 rows
-and properties as the `municipalities` collection (level-2 units of the default boundary sets) with the
-simplified geometry `geom_simple` as its geometry column. Measured, for each server side by side:
-  1. items, limit=1000 (all 682 features, simplified geometry): latency p50/p95 over N sequential
-     requests after a warm-up (the servers take turns, request by request), then throughput with C
-     concurrent clients for S seconds;
-  2. the z6 tile over Guatemala/Honduras (lon -89, lat 15): the same measures.
-Responses are asked for uncompressed (tipg would compress them, Raíces does not). Needs a loaded database
-(`make run` once, or DATABASE_URL).
+and properties as the `municipalities` collection (level-2 units of the default boundary sets), with the
+simplified geometry as `geom` (its default geometry column) and the full one as `geom_full` (asked for with
+tipg's `geom-column`). The **database floor** is the same rows' GeoJSON produced by PostGIS and fetched by
+psycopg on one open connection: `SELECT <the 8 properties>, ST_AsGeoJSON(<geometry>, <decimals>, 0)` from
+the view, with the same geometry column, transform, precision (Raíces': 6 decimals in CRS84, 2 in metres),
+filter, order and limit as the request; no HTTP and no count.
+
+Measured, in this order:
+  1. memory while streaming (before anything large has been asked, so the allocator is still small): the
+     peak growth of each server process' resident set (psutil, sampled every millisecond) during a
+     `limit=100` page and during the largest page Raíces has (`limit=10000` of `municipalities` with full
+     geometry; no collection holds 10,000 features, so its 682 are the largest body);
+  2. latency, one interleaved run: each round asks every case of every side once (Raíces, tipg, floor),
+     the order reversed every other round, after a warm-up; medians and p95 over `--requests` rounds:
+     items `limit=1000` with simplified geometry, full geometry, a CQL2 filter
+     (`country='GTM' AND area_km2 > 100`) and `crs=EPSG:32616` (tipg 1.x has no `crs` parameter: it
+     answers in CRS84, so that case has no tipg ratio); the z6 tile over Guatemala/Honduras; `/collections`
+     and `/collections/{id}`;
+  3. throughput of the simplified items page and of the tile with `--concurrency` clients for `--seconds`.
+Printed as Raíces/tipg (issue 14's targets: items ≤ 0.5, tiles ≤ 1) and Raíces/floor (items ≤ 2), with the
+load average of the machine at the start and at the end. Responses are asked for uncompressed. Needs a
+loaded database (`make run` once, or DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -35,9 +50,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import mapbox_vector_tile
+import psutil
+import psycopg
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,21 +70,27 @@ EXPECTED_FEATURES = 682
 ITEMS_LIMIT = 1000
 TILE_ZOOM, TILE_LON, TILE_LAT = 6, -89.0, 15.0
 MVT_BUFFER = 64  # Raíces' tile buffer (app.tiles.BUFFER); tipg's default is 256, set to match
-WARMUP = 3
+WARMUP = 2
 STARTUP_TIMEOUT_S = 60.0
 PIP_TIMEOUT_S = 300
-CLIENT_TIMEOUT_S = 30.0
+CLIENT_TIMEOUT_S = 60.0
 MAX_REQUESTS_PER_CLIENT = 5000
 HEADERS = {"Accept-Encoding": "identity"}
+CQL2 = "country='GTM' AND area_km2 > 100"
+UTM16 = "http://www.opengis.net/def/crs/EPSG/0/32616"
+PROPS = "pcode, national_code, name, country, department_pcode, department_name, boundary_set, area_km2"
+RSS_SAMPLE_S = 0.001
+TARGET_ITEMS_TIPG, TARGET_ITEMS_FLOOR, TARGET_TILE_TIPG = 0.5, 2.0, 1.0
 
-# The municipalities collection of app.ogc.collections, as a view; typed geometry column so that tipg (and
-# geometry_columns) see a MultiPolygon in EPSG:4326.
+# The municipalities collection of app.ogc.collections, as a view; typed geometry columns so that tipg (and
+# geometry_columns) see MultiPolygons in EPSG:4326.
 VIEW_SQL = f"""
 CREATE OR REPLACE VIEW {VIEW} AS
 SELECT u.pcode, u.national_code, u.name, u.country, u.parent_pcode AS department_pcode,
        d.name AS department_name, u.boundary_set_id AS boundary_set,
        round(u.area_km2::numeric, 3)::float8 AS area_km2,
-       u.geom_simple::geometry(MultiPolygon, 4326) AS geom
+       u.geom_simple::geometry(MultiPolygon, 4326) AS geom,
+       u.geom::geometry(MultiPolygon, 4326) AS geom_full
 FROM admin_units u
 JOIN boundary_sets bs ON bs.id = u.boundary_set_id AND bs.is_default
 LEFT JOIN admin_units d ON d.boundary_set_id = u.boundary_set_id AND d.pcode = u.parent_pcode
@@ -142,8 +166,7 @@ class Server:
     """A uvicorn process serving one application on the loopback interface."""
 
     name: str
-    items_path: str
-    tile_path: str
+    ready_path: str  # answers 200 once the server serves the bench collection
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
@@ -221,6 +244,76 @@ def bench_view(url: str) -> Iterator[None]:
             engine.dispose()
 
 
+# --- cases ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One request asked of each side: Raíces' path, tipg's (None when tipg cannot answer it alike; `note`
+    says why), the floor's SQL (None: no floor), and issue 14's targets for the ratios."""
+
+    name: str
+    raices: str
+    tipg: str | None
+    floor: str | None = None
+    target_tipg: float | None = None
+    target_floor: float | None = None
+    note: str = ""
+
+
+def floor_sql(geom: str = "geom", srid: int = 4326, decimals: int = 6, where: str = "true") -> str:
+    """The rows' properties and GeoJSON geometry as PostGIS makes them, as a Raíces items page asks."""
+    g = geom if srid == 4326 else f"ST_Transform({geom}, {srid})"
+    return (
+        f"SELECT {PROPS}, ST_AsGeoJSON({g}, {decimals}, 0) FROM {VIEW} "
+        f"WHERE {where} ORDER BY pcode LIMIT {ITEMS_LIMIT}"
+    )
+
+
+def make_cases(xy: tuple[int, int]) -> list[Case]:
+    """The items pages, the tile and the catalogue requests, side by side."""
+    x, y = xy
+    ours = f"/collections/municipalities/items?limit={ITEMS_LIMIT}"
+    theirs = f"/collections/{TIPG_COLLECTION}/items?limit={ITEMS_LIMIT}"
+    t, f = TARGET_ITEMS_TIPG, TARGET_ITEMS_FLOOR
+    return [
+        Case("items simplified", ours, theirs, floor_sql(), t, f),
+        Case(
+            "items full geometry",
+            ours + "&geometry=full",
+            theirs + "&geom-column=geom_full",
+            floor_sql("geom_full"),
+            t,
+            f,
+        ),
+        Case(
+            "items CQL2 filter",
+            ours + "&" + urlencode({"filter": CQL2}),
+            theirs + "&" + urlencode({"filter": CQL2, "filter-lang": "cql2-text"}),
+            floor_sql(where=CQL2),
+            t,
+            f,
+        ),
+        Case(
+            "items crs=EPSG:32616",
+            ours + "&" + urlencode({"crs": UTM16}),
+            theirs + "&" + urlencode({"crs": UTM16}),
+            floor_sql(srid=32616, decimals=2),
+            t,
+            f,
+        ),
+        Case(
+            f"tile z{TILE_ZOOM}",
+            f"/tiles/municipalities/{TILE_ZOOM}/{x}/{y}.mvt",
+            f"/collections/{TIPG_COLLECTION}/tiles/WebMercatorQuad/{TILE_ZOOM}/{x}/{y}",
+            None,
+            TARGET_TILE_TIPG,
+        ),
+        Case("/collections", "/collections", "/collections"),
+        Case("/collections/{id}", "/collections/municipalities", f"/collections/{TIPG_COLLECTION}"),
+    ]
+
+
 # --- measures ------------------------------------------------------------------------------------------
 
 
@@ -232,27 +325,34 @@ class Probe:
     size: int
     features: int
     note: str = ""
+    first_x: float | None = None  # the first coordinate's easting, to tell metres from degrees
 
 
-def probe_items(r: httpx.Response) -> Probe:
+def _first_x(coords: object) -> float | None:
+    while isinstance(coords, list) and coords and isinstance(coords[0], list):
+        coords = coords[0]
+    return float(coords[0]) if isinstance(coords, list) and coords else None
+
+
+def probe(r: httpx.Response) -> Probe:
+    """Status, size and feature count of an items page, a tile or a catalogue document."""
+    kind = r.headers.get("content-type", "")
+    if "vnd.mapbox-vector-tile" in kind or "protobuf" in kind:
+        layers = mapbox_vector_tile.decode(r.content) if r.content else {}
+        n = sum(len(layer["features"]) for layer in layers.values())
+        return Probe(r.status_code, len(r.content), n, f"layers {sorted(layers)}")
     body = r.json()
-    feats = body.get("features", [])
-    props = sorted(feats[0].get("properties", {})) if feats else []
-    note = f"numberMatched={body.get('numberMatched')} numberReturned={body.get('numberReturned')}"
-    return Probe(r.status_code, len(r.content), len(feats), f"{note}; properties {props}")
-
-
-def probe_tile(r: httpx.Response) -> Probe:
-    layers = mapbox_vector_tile.decode(r.content) if r.content else {}
-    n = sum(len(layer["features"]) for layer in layers.values())
-    return Probe(
-        r.status_code, len(r.content), n, f"layers {sorted(layers)}; {r.headers.get('content-type')}"
-    )
+    feats = body.get("features")
+    if feats is None:
+        return Probe(r.status_code, len(r.content), len(body.get("collections", [])), "")
+    first = feats[0].get("geometry") or {} if feats else {}
+    note = f"numberMatched={body.get('numberMatched')}"
+    return Probe(r.status_code, len(r.content), len(feats), note, _first_x(first.get("coordinates")))
 
 
 @dataclass
 class Stats:
-    """Latencies (seconds) of the sequential requests, and the throughput run."""
+    """Latencies (seconds) of the sequential requests, and a throughput run."""
 
     latencies: list[float] = field(default_factory=list)
     completed: int = 0
@@ -272,25 +372,54 @@ class Stats:
         return self.completed / self.elapsed if self.elapsed else float("nan")
 
 
-def sequential(servers: list[Server], paths: dict[str, str], n: int, budget_s: float) -> dict[str, Stats]:
-    """N requests per server after a warm-up, the servers taking turns; stops early past `budget_s`."""
-    stats = {s.name: Stats() for s in servers}
-    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client:
-        for s in servers:
-            for _ in range(WARMUP):
-                client.get(s.base + paths[s.name]).raise_for_status()
-        deadline = time.monotonic() + budget_s
-        for _ in range(n):
-            for s in servers:
-                start = time.perf_counter()
-                r = client.get(s.base + paths[s.name])
-                _ = r.content
-                took = time.perf_counter() - start
-                r.raise_for_status()
-                stats[s.name].latencies.append(took)
-            if time.monotonic() > deadline:
-                break
-    return stats
+Timer = Callable[[], float]
+
+
+def http_timer(client: httpx.Client, url: str) -> Timer:
+    """One GET of `url`, read whole; its seconds (RuntimeError on a status other than 200)."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        r = client.get(url)
+        _ = r.content
+        took = time.perf_counter() - start
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status_code} {r.text[:300]}")
+        return took
+
+    return once
+
+
+def floor_timer(conn: psycopg.Connection[tuple[object, ...]], sql: str) -> Timer:
+    """The floor query run and every row fetched on an open connection; its seconds."""
+
+    def once() -> float:
+        start = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.execute(sql.encode())
+            cur.fetchall()
+        return time.perf_counter() - start
+
+    return once
+
+
+def interleaved(
+    timers: dict[tuple[str, str], Timer], rounds: int, budget_s: float
+) -> dict[tuple[str, str], Stats]:
+    """Every timer once per round (the order reversed every other round, so that none always follows the
+    same one), after WARMUP calls each; stops early past `budget_s`."""
+    keys = list(timers)
+    for k in keys:
+        for _ in range(WARMUP):
+            timers[k]()
+    out = {k: Stats() for k in keys}
+    deadline = time.monotonic() + budget_s
+    for i in range(rounds):
+        for k in keys if i % 2 == 0 else reversed(keys):
+            out[k].latencies.append(timers[k]())
+        if time.monotonic() > deadline:
+            break
+    return out
 
 
 def throughput(server: Server, path: str, clients: int, seconds: float, into: Stats) -> None:
@@ -324,48 +453,246 @@ def throughput(server: Server, path: str, clients: int, seconds: float, into: St
     into.elapsed = time.perf_counter() - start
 
 
+@dataclass
+class Memory:
+    """Peak growth of a server's resident set during requests of a small and of the largest page."""
+
+    small_path: str
+    large_path: str
+    small: list[int] = field(default_factory=list)
+    large: list[int] = field(default_factory=list)
+    small_bytes: int = 0
+    large_bytes: int = 0
+    large_features: int = 0
+    rss_before: int = 0
+    rss_after: int = 0
+
+
+def rss_growth(client: httpx.Client, pid: int, url: str) -> tuple[int, int]:
+    """Peak growth (bytes) of process `pid`'s resident set while `url` is requested and its body streamed
+    to nothing, sampled every RSS_SAMPLE_S by a thread; and the body's size."""
+    proc = psutil.Process(pid)
+    base = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(RSS_SAMPLE_S)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    size = 0
+    try:
+        with client.stream("GET", url) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"{url}: HTTP {r.status_code}")
+            for part in r.iter_raw():
+                size += len(part)
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, proc.memory_info().rss) - base, size
+
+
+def memory(server: Server, small: str, large: str, repeat: int = 3) -> Memory:
+    """`repeat` small pages, then `repeat` of the largest; the small ones first so that the large one meets
+    an allocator that has not yet held anything of its size."""
+    m = Memory(small, large)
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client:
+        m.rss_before = psutil.Process(server.proc.pid).memory_info().rss
+        for _ in range(repeat):
+            grew, m.small_bytes = rss_growth(client, server.proc.pid, server.base + small)
+            m.small.append(grew)
+        for _ in range(repeat):
+            grew, m.large_bytes = rss_growth(client, server.proc.pid, server.base + large)
+            m.large.append(grew)
+        m.rss_after = psutil.Process(server.proc.pid).memory_info().rss
+        m.large_features = len(client.get(server.base + large).json().get("features", []))
+    return m
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
-def fmt(v: float, digits: int = 1) -> str:
+def fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None or math.isnan(v) else f"{v:,.{digits}f}"
 
 
-def print_table(rows: list[tuple[str, float, float | None, str]], with_tipg: bool) -> None:
-    """metric, Raíces, tipg, Raíces/tipg and which way is better."""
-    head = f"{'metric':<34}{'Raíces':>12}"
-    if with_tipg:
-        head += f"{'tipg':>12}{'Raíces/tipg':>13}  better"
-    print(head)
-    print("-" * len(head.ljust(80 if with_tipg else 46)))
-    for metric, ours, theirs, better in rows:
-        digits = 0 if "bytes" in metric or "features" in metric else 1
-        line = f"{metric:<34}{fmt(ours, digits):>12}"
-        if with_tipg:
-            ratio = ours / theirs if theirs else float("nan")
-            if better == "lower":
-                winner = "Raíces" if ratio < 1 else "tipg"
-            elif better == "higher":
-                winner = "Raíces" if ratio > 1 else "tipg"
-            else:
-                winner = ""
-            verdict = f"{better}: {winner}" if better else ""
-            line += f"{fmt(theirs if theirs is not None else float('nan'), digits):>12}{fmt(ratio, 2):>13}  {verdict}"
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def verdict(ratio: float | None, target: float | None) -> str:
+    if ratio is None or target is None or math.isnan(ratio):
+        return ""
+    return f"{fmt(ratio, 2)} (≤ {target:g} {'met' if ratio <= target else 'MISSED'})"
+
+
+def load_avg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass
+class Results:
+    """Everything measured."""
+
+    probes: dict[str, dict[str, Probe]]
+    floor_rows: dict[str, int]
+    seq: dict[tuple[str, str], Stats]
+    memory: dict[str, Memory]
+    load: dict[str, dict[str, Stats]]
+
+
+def run(servers: list[Server], cases: list[Case], pg_url: str, args: argparse.Namespace) -> Results:
+    """Memory first, then one response of each case from each side checked, then the interleaved latency
+    run, then throughput."""
+    by_name = {s.name: s for s in servers}
+    tipg = by_name.get("tipg")
+    mem: dict[str, Memory] = {}
+    large = "limit=10000&geometry=full"
+    mem["Raíces"] = memory(
+        by_name["Raíces"],
+        "/collections/municipalities/items?limit=100&geometry=full",
+        f"/collections/municipalities/items?{large}",
+    )
+    if tipg:
+        base = f"/collections/{TIPG_COLLECTION}/items?geom-column=geom_full&limit="
+        mem["tipg"] = memory(tipg, base + "100", base + "10000")
+
+    probes: dict[str, dict[str, Probe]] = {}
+    floor_rows: dict[str, int] = {}
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client, psycopg.connect(pg_url) as conn:
+        for c in cases:
+            probes[c.name] = {}
+            for s in servers:
+                path = c.raices if s.name == "Raíces" else c.tipg
+                if path is None:
+                    continue
+                r = client.get(s.base + path)
+                if r.status_code != 200:
+                    if s.name == "Raíces":
+                        raise RuntimeError(f"Raíces {path}: HTTP {r.status_code} {r.text[:300]}")
+                    c.tipg, c.note = None, f"tipg answers HTTP {r.status_code}: {r.text[:120]}"
+                    continue
+                probes[c.name][s.name] = probe(r)
+            # tipg 1.x has no output crs: it ignores the parameter and answers in degrees
+            theirs = probes[c.name].get("tipg")
+            if (
+                "crs=" in (c.tipg or "")
+                and theirs
+                and theirs.first_x is not None
+                and abs(theirs.first_x) <= 180
+            ):
+                c.tipg = None
+                c.note = f"tipg {tipg.version if tipg else ''} has no crs parameter (it answers in CRS84)"
+                del probes[c.name]["tipg"]
+            if c.floor:
+                floor_rows[c.name] = len(conn.execute(c.floor.encode()).fetchall())
+
+        timers: dict[tuple[str, str], Timer] = {}
+        for c in cases:
+            timers[(c.name, "Raíces")] = http_timer(client, by_name["Raíces"].base + c.raices)
+            if tipg and c.tipg:
+                timers[(c.name, "tipg")] = http_timer(client, tipg.base + c.tipg)
+            if c.floor:
+                timers[(c.name, "floor")] = floor_timer(conn, c.floor)
+        seq = interleaved(timers, args.requests, budget_s=args.budget)
+
+    load: dict[str, dict[str, Stats]] = {}
+    for c in cases[:1] + [c for c in cases if c.name.startswith("tile")]:
+        load[c.name] = {}
+        for s in servers:
+            path = c.raices if s.name == "Raíces" else c.tipg
+            if path:
+                load[c.name][s.name] = st = Stats()
+                throughput(s, path, args.concurrency, args.seconds, st)
+    return Results(probes, floor_rows, seq, mem, load)
+
+
+def report(
+    servers: list[Server], cases: list[Case], res: Results, args: argparse.Namespace, header: list[str]
+) -> None:
+    """Print what was compared, the checks and the tables."""
+    names = [s.name for s in servers]
+    for line in header:
         print(line)
+    print()
+    for c in cases:
+        for name, p in res.probes[c.name].items():
+            print(
+                f"{c.name:<22} {name:<7} HTTP {p.status}, {p.size:>10,} bytes, {p.features:>4} features {p.note}"
+            )
+        if c.name in res.floor_rows:
+            print(f"{c.name:<22} floor   {res.floor_rows[c.name]:>4} rows")
+        if c.note:
+            print(f"{c.name:<22} note: {c.note}")
+    mismatched = [
+        c.name
+        for c in cases
+        if c.floor and len({p.features for p in res.probes[c.name].values()} | {res.floor_rows[c.name]}) != 1
+    ]
+    tiles = {n: p.features for c in cases if c.name.startswith("tile") for n, p in res.probes[c.name].items()}
+    print(
+        f"check: items pages {'hold the same features on every side' if not mismatched else 'DIFFER: ' + ', '.join(mismatched)}; "
+        f"tile features {', '.join(f'{k} {v}' for k, v in tiles.items())} (Raíces also keeps features that "
+        "reach only into the buffer)\n"
+    )
+
+    print("latency, one interleaved run (ms; medians, p95 in brackets)")
+    head = f"{'case':<22}{'Raíces':>16}{'tipg':>16}{'floor':>16}   {'Raíces/tipg':<22}{'Raíces/floor':<22}"
+    print(head)
+    print("-" * len(head))
+    for c in cases:
+        cells, p50 = [], {}
+        for side in ("Raíces", "tipg", "floor"):
+            st = res.seq.get((c.name, side))
+            if st is None:
+                cells.append(f"{'—':>16}")
+                continue
+            p50[side] = st.pct(0.5)
+            cells.append(f"{fmt(1000 * st.pct(0.5)):>8} [{fmt(1000 * st.pct(0.95), 0):>5}]")
+        r_t = p50["Raíces"] / p50["tipg"] if "tipg" in p50 else None
+        r_f = p50["Raíces"] / p50["floor"] if "floor" in p50 else None
+        vt = verdict(r_t, c.target_tipg) if c.target_tipg else fmt(r_t, 2) if r_t else "—"
+        vf = verdict(r_f, c.target_floor) if r_f else "—"
+        print(f"{c.name:<22}{''.join(cells)}   {vt:<22}{vf:<22}")
+    n = {k: len(st.latencies) for k, st in res.seq.items()}
+    print(f"samples per side and case: {min(n.values())}–{max(n.values())}\n")
+
+    print("memory: peak growth of the server's resident set during one request (psutil, 1 ms samples)")
+    for name, m in res.memory.items():
+        print(
+            f"  {name:<7} limit=100 page ({mb(m.small_bytes)}): {', '.join(mb(x) for x in m.small)};"
+            f" largest page ({m.large_features} features, {mb(m.large_bytes)}): {', '.join(mb(x) for x in m.large)};"
+            f" RSS {mb(m.rss_before)} → {mb(m.rss_after)}"
+        )
+    print()
+    print(f"throughput, {args.concurrency} clients × {args.seconds:g} s (req/s; ok/errors)")
+    for case, by in res.load.items():
+        cells = "  ".join(f"{name} {fmt(st.rps)} ({st.completed}/{st.errors})" for name, st in by.items())
+        ratio = by["Raíces"].rps / by["tipg"].rps if "tipg" in by and by["tipg"].rps else None
+        print(
+            f"  {case:<20} {cells}" + (f"  Raíces/tipg {fmt(ratio, 2)} (higher is faster)" if ratio else "")
+        )
+    if "tipg" in names:
+        print(
+            "Latency ratios below 1 mean Raíces is faster; the floor has no HTTP, no count and no envelope."
+        )
 
 
 def main() -> None:
-    """Start both servers, check they answer alike, measure, print the comparison, stop them."""
+    """Start both servers, measure, print the comparison, stop them."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--requests", type=int, default=30, help="sequential requests per server and endpoint"
-    )
+    parser.add_argument("--requests", type=int, default=15, help="interleaved rounds (default 15)")
+    parser.add_argument("--budget", type=float, default=120.0, help="stop the rounds after this many seconds")
     parser.add_argument(
         "--concurrency", type=int, default=4, help="concurrent clients in the throughput runs"
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each throughput run")
     parser.add_argument("--tipg-python", type=Path, help="a Python that has tipg and uvicorn installed")
     parser.add_argument(
         "--tipg-venv",
@@ -373,7 +700,7 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "tipg-venv",
         help="virtual environment for tipg, created when missing (outside the repository)",
     )
-    parser.add_argument("--no-tipg", action="store_true", help="measure Raíces only")
+    parser.add_argument("--no-tipg", action="store_true", help="measure Raíces and the floor only")
     parser.add_argument(
         "--app-root",
         type=Path,
@@ -381,203 +708,97 @@ def main() -> None:
         help="the checkout whose app/ is served (default: this one), e.g. a `git archive HEAD` export",
     )
     args = parser.parse_args()
-    if args.requests < 1 or args.concurrency < 1 or args.seconds <= 0:
-        parser.error("--requests and --concurrency must be at least 1, --seconds positive")
+    if args.requests < 1 or args.concurrency < 1 or args.seconds <= 0 or args.budget <= 0:
+        parser.error("--requests and --concurrency must be at least 1, --seconds and --budget positive")
     if args.concurrency > 32:
         parser.error("--concurrency is at most 32 (a benchmark, not a load test)")
 
     url = database_url(get_settings())
     sa_url = url.render_as_string(hide_password=False)
     pg_url = re.sub(r"^postgresql\+\w+://", "postgresql://", sa_url)
+    header = [f"machine   : {os.cpu_count()} cores, load average at start {load_avg()} (1, 5, 15 min)"]
 
     tipg_python: Path | None = None
     tipg_version = ""
     if not args.no_tipg:
         tipg_python, tipg_version = ensure_tipg(args.tipg_python, args.tipg_venv)
         if tipg_python is None:
-            print(f"tipg is not available ({tipg_version}): measuring Raíces alone.\n")
+            print(f"tipg is not available ({tipg_version}): comparing Raíces with the floor alone.\n")
 
-    x, y = slippy_tile(TILE_LON, TILE_LAT, TILE_ZOOM)
-    cpus = os.cpu_count()
+    xy = slippy_tile(TILE_LON, TILE_LAT, TILE_ZOOM)
+    cases = make_cases(xy)
     servers: list[Server] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="raices-bench-") as tmp, bench_view(sa_url):
         try:
-            env = {**os.environ, "DATABASE_URL": sa_url, "PYTHONPATH": str(args.app_root)}
-            proc, port, log = start_server(
-                "Raíces",
-                Path(sys.executable),
-                ["app.main:create_app", "--factory"],
-                env,
-                args.app_root.resolve(),
-                Path(tmp),
-            )
-            servers.append(
-                Server(
-                    "Raíces",
-                    f"/collections/municipalities/items?limit={ITEMS_LIMIT}",
-                    f"/tiles/municipalities/{TILE_ZOOM}/{x}/{y}.mvt",
-                    proc,
-                    port,
-                    log,
-                )
-            )
-            if tipg_python is not None:
-                tenv = {
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith(("TIPG_", "VIRTUAL_ENV", "PYTHON"))
-                }
-                tenv |= {
-                    "DATABASE_URL": pg_url,
-                    "TIPG_DB_SCHEMAS": '["public"]',
-                    "TIPG_DB_TABLES": f'["{TIPG_COLLECTION}"]',
-                    f"TIPG_TABLE_CONFIG__public_{VIEW}__PK": "pcode",
-                    f"TIPG_TABLE_CONFIG__public_{VIEW}__GEOMCOL": "geom",
-                    "TIPG_MVT_TILE_BUFFER": str(MVT_BUFFER),
-                    "TIPG_MAX_FEATURES_PER_QUERY": "10000",
-                }
-                # in its own folder, so that no .env of the repository reaches it
-                proc, port, log = start_server(
-                    "tipg", tipg_python, ["tipg.main:app"], tenv, Path(tmp), Path(tmp)
-                )
-                servers.append(
-                    Server(
-                        "tipg",
-                        f"/collections/{TIPG_COLLECTION}/items?limit={ITEMS_LIMIT}",
-                        f"/collections/{TIPG_COLLECTION}/tiles/WebMercatorQuad/{TILE_ZOOM}/{x}/{y}",
-                        proc,
-                        port,
-                        log,
-                        tipg_version,
-                    )
-                )
-            ready = []
-            for s in servers:
-                try:
-                    wait_ready(s, s.items_path.split("?")[0].removesuffix("/items") or "/")
-                    ready.append(s)
-                except RuntimeError as exc:
-                    if s.name == "Raíces":
-                        raise
-                    print(f"tipg did not start ({exc}); measuring Raíces alone.\n")
-                    s.stop()
-            servers = ready
-            results = run(servers, args)
+            servers = start_servers(args, sa_url, pg_url, tipg_python, tipg_version, Path(tmp))
+            res = run(servers, cases, pg_url, args)
         finally:
             for s in servers:
                 s.stop()
-    total = time.monotonic() - started
-    report(servers, results, args, (x, y), cpus, total)
+    header += [
+        f"            load average at end {load_avg()}; whole run {time.monotonic() - started:.0f} s",
+        "servers   : one uvicorn process each (asyncio loop, h11), loopback; Raíces rate limit off",
+        f"tipg      : {tipg_version or '—'} serving view {VIEW} (geom_simple as geom, geom as geom_full), "
+        f"tile buffer {MVT_BUFFER}; its GeoJSON has 9 decimals, Raíces' 6",
+        f"items     : limit={ITEMS_LIMIT} (all 682), uncompressed; CQL2 filter {CQL2!r}",
+        f"tile      : z{TILE_ZOOM}/{xy[0]}/{xy[1]} (lon {TILE_LON:g}, lat {TILE_LAT:g}), MVT",
+        f"rounds    : {WARMUP} warm-up + {args.requests} interleaved rounds (Raíces, tipg, floor per case)",
+    ]
+    report(servers, cases, res, args, header)
 
 
-@dataclass
-class Results:
-    """Everything measured, by endpoint then server name."""
-
-    probes: dict[str, dict[str, Probe]]
-    seq: dict[str, dict[str, Stats]]
-    load: dict[str, dict[str, Stats]]
-
-
-def run(servers: list[Server], args: argparse.Namespace) -> Results:
-    """Check one response of each kind from each server, then measure."""
-    endpoints: dict[str, Callable[[Server], str]] = {
-        "items": lambda s: s.items_path,
-        "tile": lambda s: s.tile_path,
+def start_servers(
+    args: argparse.Namespace, sa_url: str, pg_url: str, tipg_python: Path | None, tipg_version: str, tmp: Path
+) -> list[Server]:
+    """Raíces, and tipg when it is available, started and answering; all stopped when Raíces fails."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": sa_url,
+        "PYTHONPATH": str(args.app_root),
+        "RAICES_RATE_LIMIT_PER_MINUTE": "0",
+        "RAICES_LOG_LEVEL": "WARNING",
     }
-    probes: dict[str, dict[str, Probe]] = {}
-    seq: dict[str, dict[str, Stats]] = {}
-    load: dict[str, dict[str, Stats]] = {}
-    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client:
-        for ep, path in endpoints.items():
-            probes[ep] = {}
-            for s in servers:
-                r = client.get(s.base + path(s))
-                if r.status_code != 200:
-                    raise RuntimeError(f"{s.name} {path(s)}: HTTP {r.status_code} {r.text[:300]}")
-                probes[ep][s.name] = probe_items(r) if ep == "items" else probe_tile(r)
-    for ep, path in endpoints.items():
-        paths = {s.name: path(s) for s in servers}
-        seq[ep] = sequential(servers, paths, args.requests, budget_s=max(15.0, 3 * args.seconds))
-        load[ep] = {}
+    proc, port, log = start_server(
+        "Raíces",
+        Path(sys.executable),
+        ["app.main:create_app", "--factory"],
+        env,
+        args.app_root.resolve(),
+        tmp,
+    )
+    ours = Server("Raíces", "/collections/municipalities", proc, port, log)
+    servers = [ours]
+    if tipg_python is not None:
+        tenv = {k: v for k, v in os.environ.items() if not k.startswith(("TIPG_", "VIRTUAL_ENV", "PYTHON"))}
+        tenv |= {
+            "DATABASE_URL": pg_url,
+            "TIPG_DB_SCHEMAS": '["public"]',
+            "TIPG_DB_TABLES": f'["{TIPG_COLLECTION}"]',
+            f"TIPG_TABLE_CONFIG__public_{VIEW}__PK": "pcode",
+            f"TIPG_TABLE_CONFIG__public_{VIEW}__GEOMCOL": "geom",
+            "TIPG_MVT_TILE_BUFFER": str(MVT_BUFFER),
+            "TIPG_MAX_FEATURES_PER_QUERY": "10000",
+        }
+        # in its own folder, so that no .env of the repository reaches it
+        proc, port, log = start_server("tipg", tipg_python, ["tipg.main:app"], tenv, tmp, tmp)
+        servers.append(Server("tipg", f"/collections/{TIPG_COLLECTION}", proc, port, log, tipg_version))
+    ready = []
+    try:
         for s in servers:
-            load[ep][s.name] = Stats()
-            throughput(s, paths[s.name], args.concurrency, args.seconds, load[ep][s.name])
-    return Results(probes, seq, load)
-
-
-def report(
-    servers: list[Server],
-    res: Results,
-    args: argparse.Namespace,
-    xy: tuple[int, int],
-    cpus: int | None,
-    total: float,
-) -> None:
-    """Print what was compared and the table."""
-    names = [s.name for s in servers]
-    with_tipg = "tipg" in names
-    print(f"machine   : {cpus} cores; both servers one uvicorn process (asyncio loop, h11), loopback")
-    if with_tipg:
-        tipg = next(s for s in servers if s.name == "tipg")
-        print(
-            f"tipg      : {tipg.version or '?'} serving view {VIEW} (geom_simple as geom), tile buffer {MVT_BUFFER}"
-        )
-    print(f"items     : limit={ITEMS_LIMIT}, simplified geometry, uncompressed")
-    print(f"tile      : z{TILE_ZOOM}/{xy[0]}/{xy[1]} (lon {TILE_LON:g}, lat {TILE_LAT:g}), MVT")
-    print(
-        f"measures  : {WARMUP} warm-up + {args.requests} sequential requests per server (taking turns); "
-        f"{args.concurrency} clients × {args.seconds:g} s for throughput\n"
-    )
-    for ep in res.probes:
-        for name, p in res.probes[ep].items():
-            print(f"{ep:<5} {name:<7} HTTP {p.status}, {p.size:,} bytes, {p.features} features — {p.note}")
-    items_ok = all(p.features == EXPECTED_FEATURES for p in res.probes["items"].values())
-    tiles = {name: p.features for name, p in res.probes["tile"].items()}
-    tile_note = "equal" if len(set(tiles.values())) == 1 else "differ"
-    if tiles.get("Raíces", 0) > tiles.get("tipg", tiles.get("Raíces", 0)):
-        tile_note += (
-            " (tipg selects the features that touch the tile, Raíces those that touch its buffer too)"
-        )
-    print(
-        f"check: items {'all' if items_ok else 'NOT all'} {EXPECTED_FEATURES} features on every server; "
-        f"tile features {', '.join(f'{k} {v}' for k, v in tiles.items())}: {tile_note}\n"
-    )
-
-    rows: list[tuple[str, float, float | None, str]] = []
-    for ep in res.probes:
-        ours, theirs = res.seq[ep]["Raíces"], res.seq[ep].get("tipg")
-        lo, lt = res.load[ep]["Raíces"], res.load[ep].get("tipg")
-        rows += [
-            (f"{ep} latency p50 (ms)", 1000 * ours.pct(0.5), theirs and 1000 * theirs.pct(0.5), "lower"),
-            (f"{ep} latency p95 (ms)", 1000 * ours.pct(0.95), theirs and 1000 * theirs.pct(0.95), "lower"),
-            (f"{ep} throughput, {args.concurrency} clients (req/s)", lo.rps, lt and lt.rps, "higher"),
-            (f"{ep} response (bytes)", res.probes[ep]["Raíces"].size, _size(res, ep), ""),
-            (f"{ep} features", res.probes[ep]["Raíces"].features, _count(res, ep), ""),
-        ]
-    print_table(rows, with_tipg)
-    samples = ", ".join(
-        f"{ep} {name} {len(st.latencies)}" for ep in res.seq for name, st in res.seq[ep].items()
-    )
-    errors = ", ".join(
-        f"{ep} {name} {st.completed}/{st.errors}" for ep in res.load for name, st in res.load[ep].items()
-    )
-    print(f"\nsequential samples: {samples}")
-    print(f"throughput requests ok/errors: {errors}")
-    if with_tipg:
-        print("Raíces/tipg < 1 on latency and > 1 on throughput mean Raíces is faster.")
-    print(f"whole run: {total:.0f} s")
-
-
-def _size(res: Results, ep: str) -> float | None:
-    p = res.probes[ep].get("tipg")
-    return p.size if p else None
-
-
-def _count(res: Results, ep: str) -> float | None:
-    p = res.probes[ep].get("tipg")
-    return p.features if p else None
+            try:
+                wait_ready(s, s.ready_path)
+                ready.append(s)
+            except RuntimeError as exc:
+                if s.name == "Raíces":
+                    raise
+                print(f"tipg did not start ({exc}); comparing Raíces with the floor alone.\n")
+                s.stop()
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    return ready
 
 
 if __name__ == "__main__":

@@ -1,24 +1,31 @@
-"""Load: many concurrent clients on priorities, feature items and vector tiles; throughput, latency, errors.
+"""Load: issue 14's mixed planner read load from 100 concurrent clients; throughput, latency, errors.
 
 Starts the app with uvicorn (`--workers N`) on a free loopback port against the database in use
 (DATABASE_URL, else the local cluster of `make run`), warms it up (the first priorities request computes
-and stores a score run), then lets `--clients` asyncio clients (one httpx.AsyncClient, loopback only)
-send requests back to back for `--seconds`, spread evenly over
+and stores a score run when none is stored), then
 
-* `/v1/priorities?country=GTM&limit=50`
-* `/collections/priorities/items?limit=100`
-* `/collections/municipalities/items?limit=100&bbox=…` (boxes inside the region, seeded)
-* `/tiles/priorities/{z}/{x}/{y}.mvt`, every tile of the region at z6–z9 (from the TileJSON bounds)
+1. times the two planner reads one at a time on the quiet server (`--single` requests each, after a
+   warm-up; median and p95 against the 10 ms target): `/v1/priorities?country=GTM&top=20` and
+   `/v1/municipalities/{pcode}/score` over seeded random P-codes of the default boundary sets;
+2. lets `--clients` asyncio clients (one httpx.AsyncClient, loopback only) send requests back to back for
+   `--seconds`, spread evenly over
+   * priorities top-20: `/v1/priorities?country=GTM&top=20`
+   * score explanations: `/v1/municipalities/{pcode}/score`, seeded random P-codes of the 682 municipios
+   * tiles: `/tiles/priorities/{z}/{x}/{y}.mvt`, every tile of the region at z6–z9 (from the TileJSON bounds)
+   * OGC items with a CQL2 filter: `/collections/priorities/items?limit=100&filter=country='…' AND rank <= N`
+   * name search: `/v1/municipalities?q=…`, the first 3–6 letters of seeded random municipio names
 
 and prints, per endpoint and overall: requests, throughput (req/s), p50/p95/p99 latency and errors (a
-status other than 2xx/304, or an exception). Exits 1 when there is any error.
+status other than 2xx/304, or an exception), then the overall throughput against issue 14's baseline
+(57 req/s, p50 2.0 s, p99 2.7 s on this machine; target at least 3 times the throughput with 0 errors)
+and the load average of the machine at the start and at the end. Exits 1 when there is any error.
 
 The server it starts has the per-client rate limit off (RAICES_RATE_LIMIT_PER_MINUTE=0): every client
 here shares one address, and the point is the service's capacity, not the limiter's. With `--url` (a
 server already running) nothing is started; a rate-limited server will answer 429s, counted as errors.
 The server's output goes to a temporary log, whose exceptions are summed up at the end.
 
-Run: .venv/bin/python benchmarks/load.py [--clients 100] [--seconds 30] [--workers 2] [--url URL]
+Run: .venv/bin/python benchmarks/load.py [--clients 100] [--seconds 10] [--workers 2] [--single 30] [--url URL]
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
@@ -163,31 +171,89 @@ def bboxes_in(bounds: list[float], count: int = 50) -> list[str]:
     return out
 
 
-def endpoints(bounds: list[float]) -> dict[str, list[str]]:
-    """Endpoint name → the paths its requests cycle through."""
+BASELINE_RPS, BASELINE_P50_S, BASELINE_P99_S = 57.0, 2.0, 2.7  # issue 14, this machine, before
+TARGET_FACTOR = 3.0
+TARGET_SINGLE_MS = 10.0
+PRIORITIES_TOP20 = "/v1/priorities?country=GTM&top=20"
+COUNTRIES = ("GTM", "HND", "SLV")
+
+
+@dataclass
+class Units:
+    """P-codes and names of the municipios of the default boundary sets, as /v1/municipalities lists them."""
+
+    pcodes: list[str]
+    names: list[str]
+
+
+def units(client: httpx.Client) -> Units:
+    """Every municipio of the default sets (pages of the planner list)."""
+    pcodes: list[str] = []
+    names: list[str] = []
+    offset = 0
+    while True:
+        r = client.get("/v1/municipalities", params={"limit": 1000, "offset": offset})
+        r.raise_for_status()
+        body = r.json()
+        pcodes += [i["pcode"] for i in body["items"]]
+        names += [i["name"] for i in body["items"]]
+        offset += len(body["items"])
+        if not body["items"] or offset >= body["total"]:
+            return Units(pcodes, names)
+
+
+def endpoints(bounds: list[float], u: Units) -> dict[str, list[str]]:
+    """Endpoint name → the paths its requests cycle through (seeded choices)."""
+    rng = random.Random(SEED)
+    pcodes = rng.sample(u.pcodes, min(200, len(u.pcodes)))
+    prefixes = sorted({n[: rng.randint(3, 6)] for n in rng.sample(u.names, min(100, len(u.names)))})
+    filters = [f"country='{c}' AND rank <= {n}" for c in COUNTRIES for n in (10, 25, 50, 100)]
     return {
-        "priorities": ["/v1/priorities?country=GTM&limit=50"],
-        "items priorities": ["/collections/priorities/items?limit=100"],
-        "items municipalities+bbox": [
-            f"/collections/municipalities/items?limit=100&bbox={b}" for b in bboxes_in(bounds)
-        ],
+        "priorities top-20": [PRIORITIES_TOP20],
+        "score explanation": [f"/v1/municipalities/{p}/score" for p in pcodes],
         "tiles z6-z9": [f"/tiles/priorities/{z}/{x}/{y}.mvt" for z, x, y in tiles_over(bounds)],
+        "items CQL2 filter": [
+            "/collections/priorities/items?" + urlencode({"limit": 100, "filter": f}) for f in filters
+        ],
+        "name search": ["/v1/municipalities?" + urlencode({"q": q}) for q in prefixes],
     }
 
 
-def warm_up(url: str) -> list[float]:
-    """One request to each kind (the first priorities request computes and stores a run); the bounds."""
+def warm_up(url: str) -> dict[str, list[str]]:
+    """The first three paths of each kind once (the first priorities request computes and stores a run when
+    none is stored; a path that does not answer 200 stops the run here); the plan."""
     with httpx.Client(base_url=url, timeout=300) as client:
         start = time.perf_counter()
-        r = client.get("/v1/priorities?country=GTM&limit=50")
-        r.raise_for_status()
+        client.get(PRIORITIES_TOP20).raise_for_status()
         print(f"warm-up: first priorities request {time.perf_counter() - start:.2f} s")
         r = client.get("/tiles/priorities.json")
         r.raise_for_status()
-        bounds: list[float] = r.json()["bounds"]
-        for paths in endpoints(bounds).values():
-            client.get(paths[0]).raise_for_status()
-        return bounds
+        plan = endpoints(r.json()["bounds"], units(client))
+        for paths in plan.values():
+            for path in paths[:3]:
+                r = client.get(path)
+                if r.status_code != 200:
+                    raise SystemExit(f"warm-up: {path} answered HTTP {r.status_code}: {r.text[:200]}")
+        return plan
+
+
+def single(url: str, plan: dict[str, list[str]], n: int) -> dict[str, list[float]]:
+    """The two planner reads one at a time, `n` each, taking turns (score explanations over the plan's
+    P-codes in turn); their latencies in seconds."""
+    out: dict[str, list[float]] = {"priorities top-20": [], "score explanation": []}
+    scores = plan["score explanation"]
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for i in range(n):
+            for name, path in (
+                ("priorities top-20", PRIORITIES_TOP20),
+                ("score explanation", scores[i % len(scores)]),
+            ):
+                start = time.perf_counter()
+                r = client.get(path)
+                _ = r.content
+                out[name].append(time.perf_counter() - start)
+                r.raise_for_status()
+    return out
 
 
 async def run(url: str, plan: dict[str, list[str]], clients: int, seconds: float) -> dict[str, Stats]:
@@ -267,11 +333,49 @@ def server_errors(log: Path) -> None:
         print(f"  {n} × {line}")
 
 
+def load_avg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report_single(lat: dict[str, list[float]]) -> None:
+    """Median and p95 of each planner read against the target."""
+    print(f"\nplanner reads one at a time (target ≤ {TARGET_SINGLE_MS:g} ms median each)")
+    for name, xs in lat.items():
+        xs = sorted(xs)
+        p50, p95 = percentile(xs, 50) * 1000, percentile(xs, 95) * 1000
+        met = "met" if p50 <= TARGET_SINGLE_MS else "MISSED"
+        print(
+            f"  {name:<20} n={len(xs):<4} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  "
+            f"p50/target {p50 / TARGET_SINGLE_MS:.2f} ({met})"
+        )
+
+
+def report_target(stats: dict[str, Stats], elapsed: float) -> None:
+    """Overall throughput and latency against issue 14's baseline and target."""
+    n = sum(s.requests for s in stats.values())
+    errors = sum(s.errors for s in stats.values())
+    lat = sorted(x for s in stats.values() for x in s.latencies)
+    rps = n / elapsed
+    met = rps >= TARGET_FACTOR * BASELINE_RPS and errors == 0
+    print(
+        f"\nagainst issue 14: {rps:.1f} req/s = {rps / BASELINE_RPS:.2f}× the baseline {BASELINE_RPS:g} req/s "
+        f"(target ≥ {TARGET_FACTOR:g}× = {TARGET_FACTOR * BASELINE_RPS:g} req/s with 0 errors: "
+        f"{'met' if met else 'MISSED'}); p50 {percentile(lat, 50):.2f} s (baseline {BASELINE_P50_S:g} s), "
+        f"p99 {percentile(lat, 99):.2f} s (baseline {BASELINE_P99_S:g} s); {errors} errors"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients (default 100)")
-    parser.add_argument("--seconds", type=float, default=30.0, help="duration of the load (default 30)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the load (default 10)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    parser.add_argument(
+        "--single",
+        type=int,
+        default=30,
+        help="sequential requests of each planner read (default 30; 0: none)",
+    )
     parser.add_argument("--url", help="use this running server (on this machine) instead of starting one")
     args = parser.parse_args()
     if args.url and httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
@@ -283,24 +387,31 @@ def main() -> None:
     def given(url: str) -> Iterator[str]:
         yield url
 
+    print(f"load average at start {load_avg()} (1, 5, 15 min); {os.cpu_count()} CPUs here")
     log = Path(tempfile.gettempdir()) / f"raices-load-{os.getpid()}.log"
     server = given(args.url.rstrip("/")) if args.url else serve(args.workers, log)
     with server as url:
         where = args.url or f"{url} ({args.workers} uvicorn workers)"
-        print(f"server: {where}; {os.cpu_count()} CPUs here")
-        bounds = warm_up(url)
-        plan = endpoints(bounds)
+        print(f"server: {where}")
+        plan = warm_up(url)
+        lat = single(url, plan, args.single) if args.single > 0 else {}
         print(
             f"{args.clients} clients for {args.seconds:g} s; {len(plan['tiles z6-z9'])} tiles at z6-z9, "
-            f"{len(plan['items municipalities+bbox'])} bboxes"
+            f"{len(plan['score explanation'])} P-codes, {len(plan['name search'])} name prefixes, "
+            f"{len(plan['items CQL2 filter'])} CQL2 filters"
         )
         started = time.perf_counter()
         stats = asyncio.run(run(url, plan, args.clients, args.seconds))
         elapsed = time.perf_counter() - started
     errors = report(stats, elapsed)
+    if lat:
+        report_single(lat)
+    report_target(stats, elapsed)
     if not args.url:
         server_errors(log)
-    print(f"\n{'no errors' if errors == 0 else f'{errors} ERRORS'} in {elapsed:.1f} s")
+    print(
+        f"\n{'no errors' if errors == 0 else f'{errors} ERRORS'} in {elapsed:.1f} s; load average at end {load_avg()}"
+    )
     sys.exit(1 if errors else 0)
 
 
