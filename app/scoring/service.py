@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import time
@@ -39,13 +40,23 @@ _runs: weakref.WeakKeyDictionary[Engine, tuple[float, int]] = weakref.WeakKeyDic
 
 
 def bundled_profiles() -> dict[str, Profile]:
-    """The profiles shipped with the service, by id."""
+    """The profiles shipped with the service, by id (read from the package once per process)."""
+    return dict(_bundled())
+
+
+@functools.cache
+def _bundled() -> dict[str, Profile]:
     out = {}
     for entry in resources.files("app.scoring").joinpath("profiles").iterdir():
         if entry.name.endswith(".json"):
             p = Profile.model_validate(json.loads(entry.read_text(encoding="utf-8")))
             out[p.id] = p
     return out
+
+
+@functools.cache
+def _bundled_hashes() -> frozenset[str]:
+    return frozenset(p.hash() for p in _bundled().values())
 
 
 def profile_by_id(profile_id: str) -> Profile:
@@ -113,6 +124,7 @@ def geography_of(frame: gpd.GeoDataFrame) -> Geography:
     with warnings.catch_warnings():  # islands (Guanaja, Utila, Amapala) are expected, not news
         warnings.filterwarnings("ignore", message="The weights matrix is not fully connected")
         w = contiguity(frame, id_column="key")
+    _ = w.sparse  # built now, once per epoch (libpysal keeps it), not in the first scenario's hot spots
     return Geography(frame, w, zone_areas_km2(frame, id_column="key"))
 
 
@@ -273,7 +285,11 @@ def _py(values: pd.Series) -> list[Any]:
         return list(values.to_numpy(dtype=object, na_value=None).tolist())  # Python ints and bools
     if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
         return list(values.to_numpy(dtype=object, na_value=None).tolist())  # Python str
-    return [_none(v) for v in values.to_numpy(dtype=object)]
+    array = values.to_numpy(dtype=object, copy=True)  # a copy: the column itself is left as it is
+    array[pd.isna(array)] = None
+    if set(map(type, array)) <= {str, int, bool, type(None)}:  # nothing left for _none to change
+        return list(array.tolist())
+    return [_none(v) for v in array]
 
 
 def _vintages(d: scoring_data.ScoringData, keys: pd.Index) -> list[list[str]]:
@@ -295,6 +311,21 @@ def _vintage(d: scoring_data.ScoringData, profile: Profile) -> dict[str, list[st
         for i in profile.indicators()
         if i.code in d.periods.columns
     }
+
+
+_LOOKUPS: weakref.WeakKeyDictionary[Engine, tuple[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _lookups(engine: Engine, version: str) -> dict[str, Any]:
+    """What a run lookup can reuse while the data version stands: the boundary sets and the ids of bundled
+    profiles' runs. Every load that writes bumps the epoch in the version, which is read on every lookup (one
+    primary-key read), so nothing here outlives the data it describes; a planner read costs that read and
+    its own query."""
+    cached = _LOOKUPS.get(engine)
+    if cached is None or cached[0] != version:
+        cached = (version, {"runs": {}})
+        _LOOKUPS[engine] = cached
+    return cached[1]
 
 
 def _find(conn: Connection, profile: Profile, version: str, set_ids: list[str]) -> int | None:
@@ -350,13 +381,23 @@ def ensure_run(
     """The id of the stored run for this profile on the current data, computing it when missing. With a
     `retention`, storing a new run of a profile that is not bundled prunes the older scenario runs."""
     with engine.connect() as conn:
-        sets = sorted(set_ids or scoring_data.default_sets(conn))
-        known = set(conn.execute(text("SELECT id FROM boundary_sets")).scalars())
-        unknown = [s for s in sets if s not in known]
-        if unknown:
-            raise InvalidParameter(f"Unknown boundary sets {unknown}; known: {', '.join(sorted(known))}.")
         version = scoring_data.data_version(conn)
-        run = _find(conn, profile, version, sets)
+        known = _lookups(engine, version)
+        if "sets" not in known:
+            known["default"] = scoring_data.default_sets(conn)
+            known["sets"] = set(conn.execute(text("SELECT id FROM boundary_sets")).scalars())
+        sets = sorted(set_ids or known["default"])
+        unknown = [s for s in sets if s not in known["sets"]]
+        if unknown:
+            raise InvalidParameter(
+                f"Unknown boundary sets {unknown}; known: {', '.join(sorted(known['sets']))}."
+            )
+        key = (profile.hash(), tuple(sets))
+        run: int | None = known["runs"].get(key)
+        if run is None:
+            run = _find(conn, profile, version, sets)
+            if run is not None and profile.hash() in _bundled_hashes():
+                known["runs"][key] = run  # bundled runs are never pruned within an epoch
     if run is not None:
         return run
     with transaction(engine) as conn:
@@ -385,14 +426,16 @@ def ensure_run(
                 },
             ).scalar_one()
         )
-        _store(conn, run, result)
+        _store(conn, run, result, version)
         if retention is not None:
             prune_scenarios(conn, retention, keep=run)
     return run
 
 
-def _store(conn: Connection, run: int, result: dict[str, Any]) -> None:
-    """The run's scores by COPY and its zones (each the union of its members' boundaries) in one statement."""
+def _store(conn: Connection, run: int, result: dict[str, Any], version: str) -> None:
+    """The run's scores and zones by COPY. A zone's geometry is the union of its members' boundaries: unions
+    not seen in this data epoch (`version`) are computed in one statement and kept (hex EWKB, per member set),
+    since a moved slider mostly leaves the zones as they were."""
     driver = conn.connection.driver_connection  # psycopg 3, inside the run's transaction
     assert isinstance(driver, psycopg.Connection)
     cursor = driver.cursor()
@@ -400,21 +443,49 @@ def _store(conn: Connection, run: int, result: dict[str, Any]) -> None:
     with gc_paused(), cursor.copy(f"COPY scores ({columns}) FROM STDIN") as copy:
         for row in result["scores"]:
             copy.write_row((run, *(row[c] for c in SCORE_COLUMNS)))
-    if result["zones"]:
-        conn.execute(
-            text("""
-            INSERT INTO score_zones (run_id, zone, country, units, members, mean_score, max_score, area_km2, pillar,
-                                     geom)
-            SELECT :run, z.zone, z.country, z.units, z.members, z.mean_score, z.max_score, z.area_km2, z.pillar,
-                   ST_Multi(ST_CollectionExtract(ST_Union(a.geom), 3))
-            FROM jsonb_to_recordset(CAST(:zones AS jsonb)) AS z(zone text, country text, units int, members text[],
-                   mean_score float8, max_score float8, area_km2 float8, pillar text, keys text[])
-            CROSS JOIN LATERAL unnest(z.keys) AS k(key)
-            JOIN admin_units a ON a.boundary_set_id = split_part(k.key, '/', 1)
-                              AND a.pcode = substr(k.key, strpos(k.key, '/') + 1)
-            GROUP BY z.zone, z.country, z.units, z.members, z.mean_score, z.max_score, z.area_km2, z.pillar"""),
-            {"run": run, "zones": json.dumps(result["zones"])},
+    zones = result["zones"]
+    if not zones:
+        return
+    shapes = _zone_shapes(conn, version, [tuple(sorted(z["keys"])) for z in zones])
+    with cursor.copy(
+        "COPY score_zones (run_id, zone, country, units, members, mean_score, max_score, area_km2, pillar, geom) "
+        "FROM STDIN"
+    ) as copy:
+        for z, shape in zip(zones, shapes, strict=True):
+            copy.write_row(
+                (run, z["zone"], z["country"], z["units"], z["members"], z["mean_score"], z["max_score"],
+                 z["area_km2"], z["pillar"], shape)
+            )  # fmt: skip
+
+
+ZONE_SHAPES_KEPT = 2000  # member sets whose union is kept per data epoch (then the store starts afresh)
+
+
+def _zone_shapes(conn: Connection, version: str, member_sets: list[tuple[str, ...]]) -> list[str | None]:
+    """Per member set ("set/pcode" keys), the hex EWKB of ST_Multi(ST_CollectionExtract(ST_Union(geom), 3))
+    of its units, from the epoch's store or computed (all missing ones in one statement)."""
+    store: dict[tuple[str, ...], str | None] = scoring_data.epoch_cached(
+        conn, version, ("zone_shapes",), dict
+    )
+    todo = list(dict.fromkeys(m for m in member_sets if m not in store))
+    if todo and len(store) + len(todo) > ZONE_SHAPES_KEPT:
+        store.clear()
+        todo = list(dict.fromkeys(member_sets))
+    if todo:
+        keys = [k for members in todo for k in members]
+        which = [i for i, members in enumerate(todo) for _ in members]
+        found: dict[int, str | None] = dict(
+            conn.execute(
+                text("""
+            SELECT m.i, encode(ST_AsEWKB(ST_Multi(ST_CollectionExtract(ST_Union(a.geom), 3))), 'hex')
+            FROM unnest(CAST(:keys AS text[]), CAST(:which AS int[])) AS m(key, i)
+            JOIN admin_units a ON a.boundary_set_id || '/' || a.pcode = m.key
+            GROUP BY m.i"""),
+                {"keys": keys, "which": which},
+            ).all()
         )
+        store.update({members: found.get(i) for i, members in enumerate(todo)})
+    return [store[m] for m in member_sets]
 
 
 def default_run(engine: Engine) -> int:

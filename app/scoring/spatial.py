@@ -140,8 +140,10 @@ def adjacency_matrix(w: libpysal.weights.W, ids: Sequence[Hashable]) -> sparse.c
     if missing:
         raise ValueError(f"The weights do not cover {len(missing)} units, e.g. {missing[:3]}.")
     order = np.fromiter((position[unit] for unit in ids), dtype=np.int64, count=len(ids))
-    full = sparse.csr_array(w.sparse)
+    full = sparse.csr_array(w.sparse, copy=True)  # w keeps its own (libpysal caches it)
     full.data[:] = 1.0  # binary, whatever transform w carries
+    if np.array_equal(order, np.arange(len(order))):
+        return full
     return sparse.csr_array(full[order][:, order])
 
 
@@ -229,19 +231,19 @@ def _conditional_pvalues(
 
 
 def _draws_without_replacement(rng: np.random.Generator, n: int, k: int, size: int) -> np.ndarray:
-    """`size` rows of k distinct integers in [0, n), each row a uniform sequential sample (so every prefix of
-    a row is a uniform sample too): column by column, redrawing the cells that repeat an earlier one."""
-    if 2 * k >= n:  # few to choose from: shuffle whole rows instead of redrawing often
+    """`size` rows of k distinct integers in [0, n), each row a uniform ordered sample (so every prefix of a row
+    is a uniform sample too): rows of independent uniform draws, redrawn whole while they repeat a value
+    (a row kept is uniform over the ordered samples without repetition); when repeats would be common
+    (k(k − 1)/2 > n), whole rows are shuffled instead."""
+    if k * (k - 1) // 2 > n:
         return np.asarray(rng.permuted(np.tile(np.arange(n), (size, 1)), axis=1)[:, :k], dtype=np.int64)
-    out = np.empty((size, k), dtype=np.int64)
-    for c in range(k):
-        column = rng.integers(0, n, size)
-        clash = np.flatnonzero((out[:, :c] == column[:, None]).any(axis=1))
-        while len(clash):
-            column[clash] = rng.integers(0, n, len(clash))
-            clash = clash[(out[clash, :c] == column[clash, None]).any(axis=1)]
-        out[:, c] = column
-    return out
+    out = rng.integers(0, n, (size, k))
+    redo = np.arange(size)
+    while len(redo):
+        ordered = np.sort(out[redo], axis=1)
+        redo = redo[(ordered[:, 1:] == ordered[:, :-1]).any(axis=1)]
+        out[redo] = rng.integers(0, n, (len(redo), k))
+    return np.asarray(out, dtype=np.int64)
 
 
 def zones(
@@ -261,7 +263,7 @@ def zones(
     frame = units.set_axis(pd.Index(ids, name=id_column))
     is_member = members.reindex(frame.index).fillna(False).astype(bool)
     group = frame[group_column]
-    components = _components([i for i in frame.index if is_member[i]], w, group)
+    components = _components(list(frame.index[is_member.to_numpy()]), w, group)
     scores = pd.to_numeric(frame[value_column], errors="coerce").to_numpy(dtype=float)
     position = {unit: k for k, unit in enumerate(frame.index)}
     at = [np.fromiter((position[m] for m in c), dtype=np.int64, count=len(c)) for c in components]
@@ -318,6 +320,9 @@ def zone_areas_km2(units: gpd.GeoDataFrame, id_column: str = "key") -> pd.Series
 def _components(members: list[Hashable], w: libpysal.weights.W, group: pd.Series) -> list[list[Hashable]]:
     """Connected components of members in w, edges only within a group; each sorted, in first-member order."""
     member_set, seen = set(members), set()
+    group_of = dict(
+        zip(group.index, group.to_numpy(dtype=object), strict=True)
+    )  # not a Series lookup per edge
     components = []
     for start in members:
         if start in seen:
@@ -327,7 +332,7 @@ def _components(members: list[Hashable], w: libpysal.weights.W, group: pd.Series
         while queue:
             unit = queue.popleft()
             for other in w.neighbors.get(unit, []):
-                if other in member_set and other not in seen and group[other] == group[unit]:
+                if other in member_set and other not in seen and group_of[other] == group_of[unit]:
                     seen.add(other)
                     component.append(other)
                     queue.append(other)
