@@ -18,7 +18,6 @@ fitted, empirical profile, which has no contributions, the largest change of the
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -177,33 +176,29 @@ def contributions(matrix: scoring_engine.Matrix, profile: Profile) -> tuple[pd.D
     )
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if v is not None and not pd.isna(v) and math.isfinite(float(v)) else None
-
-
 def unit_values(conn: Connection, profile: Profile, sets: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
     """Per unit (set, pcode), the profile's indicators it has a value for: {code: {value, period, normalised,
     contribution}}, as scored on the current data."""
     d = scoring_data.load(conn, profile, sets)
     normalised, contrib = contributions(d.matrix, profile)
     codes = list(normalised.columns)
-    values = d.matrix.values[codes]
-    periods = d.periods[codes]
+    values = d.matrix.values[codes].to_numpy(dtype=np.float64)
+    periods = d.periods[codes].to_numpy(dtype=object).tolist()
+    norm = normalised.to_numpy(dtype=np.float64)
+    cont = contrib.reindex(columns=codes).to_numpy(dtype=np.float64)
+    has = np.isfinite(values)
+    keys = list(zip(d.units["boundary_set_id"].astype(str), d.units["pcode"].astype(str), strict=True))
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    units = d.units
-    for key in values.index:
-        row: dict[str, Any] = {}
-        for code in codes:
-            value = _num(values.at[key, code])
-            if value is None:
-                continue
-            row[code] = {
-                "value": value,
-                "period": None if pd.isna(periods.at[key, code]) else str(periods.at[key, code]),
-                "normalised": _num(normalised.at[key, code]),
-                "contribution": _num(contrib.at[key, code]),
+    for i, key in enumerate(keys):
+        out[key] = {
+            codes[j]: {
+                "value": float(values[i, j]),
+                "period": None if periods[i][j] is None or pd.isna(periods[i][j]) else str(periods[i][j]),
+                "normalised": float(norm[i, j]) if np.isfinite(norm[i, j]) else None,
+                "contribution": float(cont[i, j]) if np.isfinite(cont[i, j]) else None,
             }
-        out[(str(units.at[key, "boundary_set_id"]), str(units.at[key, "pcode"]))] = row
+            for j in np.flatnonzero(has[i]).tolist()
+        }
     return out
 
 

@@ -649,6 +649,184 @@ def worker(
     jobs.run_worker(engine, settings, wait=wait)
 
 
+baseline_app = typer.Typer(
+    help="Baselines: frozen runs to compare later priorities with.", no_args_is_help=True
+)
+app.add_typer(baseline_app, name="baseline")
+
+
+def _profile_option(profile: str | None) -> Any:
+    """A bundled profile id, or a profile JSON file; exits with a message for anything else."""
+    import json
+
+    from pydantic import ValidationError
+
+    from app.scoring import service
+    from app.scoring.profile import Profile
+
+    if profile is None or (profile in service.bundled_profiles() and not Path(profile).exists()):
+        return service.profile_by_id(profile or service.DEFAULT_PROFILE)
+    if not Path(profile).exists():
+        return service.profile_by_id(profile)  # NotFound naming the bundled profiles
+    try:
+        return Profile.model_validate(json.loads(Path(profile).read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        err.print(f"[bold red]error:[/] {profile} is not a valid profile: {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+@baseline_app.command("create")
+def baseline_create(
+    name: Annotated[str, typer.Argument(help="1-64 letters, digits, '.', '_' or '-'")],
+    profile: Annotated[
+        str | None,
+        typer.Option(help="A bundled profile id or a profile JSON file (default: root-causes-2021)"),
+    ] = None,
+    set_id: Annotated[list[str] | None, typer.Option("--set", help="A boundary set (repeatable)")] = None,
+    description: Annotated[str, typer.Option(help="What this baseline marks")] = "",
+) -> None:
+    """Freeze the profile's run on the current data under NAME (scoring it first when needed)."""
+    from app import baselines
+    from app.db import make_engine
+    from app.scoring.service import Retention
+
+    settings = get_settings()
+    try:
+        spec = _profile_option(profile)
+        engine = make_engine(settings)
+        with console.status(f"freezing {spec.id} on the current data…"):
+            b = baselines.create(
+                engine, name, spec, set_id or None, description, retention=Retention.from_settings(settings)
+            )
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    console.print(
+        f"baseline {b.name}: profile {b.profile_id} ({b.profile_hash}), data {b.data_version}, run {b.run_id}",
+        highlight=False,
+    )
+
+
+@baseline_app.command("list")
+def baseline_list() -> None:
+    """The stored baselines, newest first."""
+    from app import baselines
+    from app.db import make_engine
+
+    try:
+        engine = make_engine(get_settings())
+        with engine.connect() as conn:
+            found = baselines.all_baselines(conn)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    table = Table("name", "profile", "hash", "data version", "run", "sets", "created", title="baselines")
+    for b in found:
+        table.add_row(
+            b.name,
+            b.profile_id,
+            b.profile_hash,
+            b.data_version,
+            str(b.run_id),
+            ", ".join(b.sets),
+            b.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table, width=max(console.width, 150))
+
+
+@baseline_app.command("delete")
+def baseline_delete(name: Annotated[str, typer.Argument(help="The baseline's name")]) -> None:
+    """Delete a baseline and its frozen values."""
+    from app import baselines
+    from app.db import make_engine
+
+    try:
+        engine = make_engine(get_settings())
+        baselines.delete(engine, name)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    console.print(f"baseline {name} deleted", highlight=False)
+
+
+@baseline_app.command("diff")
+def baseline_diff(
+    name: Annotated[str, typer.Argument(help="The baseline's name (raices baseline list)")],
+    country: Annotated[str | None, typer.Option(help="Only this country (ISO3)")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Compare with this bundled profile (default: the baseline's profile)")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Also the municipios that did not change")] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV (every municipio) instead of a table")
+    ] = False,
+) -> None:
+    """What changed since the baseline: score, rank, tier and lead pillar then and now, and the indicators
+    that moved most (changes are positive when a municipio gained priority)."""
+    import csv
+    import sys
+
+    from app import baselines
+    from app.db import make_engine
+    from app.scoring.service import Retention
+
+    settings = get_settings()
+    try:
+        engine = make_engine(settings)
+        with console.status("comparing with the baseline…"):
+            found = baselines.changes(
+                engine,
+                name,
+                country=country,
+                profile=profile,
+                changed_only=not (every or as_csv),
+                retention=Retention.from_settings(settings),
+            )
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    if as_csv:
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=[*baselines.CHANGE_COLUMNS, "indicators_moved"], lineterminator="\n"
+        )
+        writer.writeheader()
+        for item in found.items:
+            writer.writerow(baselines.flat(item))
+        return
+    b = found.baseline
+    console.print(
+        f"baseline {b.name} ({b.profile_id}, data {b.data_version}, run {b.run_id}) → now "
+        f"{found.profile.id} (data {found.data_version}, run {found.run}): {found.counts['rank_changed']} "
+        f"rank changes, {found.counts['tier_changed']} tier, {found.counts['pillar_changed']} pillar",
+        highlight=False,
+    )
+    table = Table(title=b.name)
+    table.add_column("country")
+    table.add_column("pcode", no_wrap=True)
+    for column in ("municipio", "score", "Δ", "rank", "Δ", "tier", "pillar", "indicators moved"):
+        table.add_column(column)
+    for i in found.items:
+        then, now, change = i["then"], i["now"], i["change"]
+        table.add_row(
+            i["country"],
+            i["pcode"],
+            i["name"],
+            f"{_dash(then['score'])} → {_dash(now['score'])}",
+            _dash(change["score"]),
+            f"{_dash(then['rank'])} → {_dash(now['rank'])}",
+            _dash(change["rank"]),
+            f"{_dash(then['tier'])} → {_dash(now['tier'])}",
+            f"{then['pillar'] or '—'} → {now['pillar'] or '—'}",
+            ", ".join(
+                f"{m['code']} {m['contribution_change']:+.2f}"
+                if m["contribution_change"] is not None
+                else m["code"]
+                for m in i["indicators_moved"]
+            ),
+        )
+    console.print(table, width=max(console.width, 170))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

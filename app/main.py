@@ -11,7 +11,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
 from app import __version__, jobs, logs
-from app.api import deps, hazards, health, layers, ogc, scoring, security, tiles, uploads, v1, validation, web
+from app.api import (
+    baselines,
+    deps,
+    hazards,
+    health,
+    layers,
+    ogc,
+    scoring,
+    security,
+    tiles,
+    uploads,
+    v1,
+    validation,
+    web,
+)
 from app.api.errors import add_exception_handlers
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
@@ -93,6 +107,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(security.RateLimit, per_minute=settings.rate_limit_per_minute, engine=engine)
     app.add_middleware(security.RequestContext, metrics=app.state.metrics)
     app.include_router(health.router)
+    app.include_router(baselines.router)  # before scoring: /v1/priorities/changes
     app.include_router(scoring.router)
     app.include_router(v1.router)
     app.include_router(uploads.router)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from app import baselines
 from app.errors import InvalidParameter, NotFound
 from app.scoring.service import DEFAULT_PROFILE, profile_by_id
 
@@ -70,6 +71,29 @@ COLLECTIONS: dict[str, Collection] = {
             },
             scored=True,
         ),
+        Collection(
+            "priority-changes",
+            "Priority changes since the baseline",
+            "Municipios with the default profile's score, rank, tier and lead pillar now and at its newest "
+            "baseline (POST /v1/baselines), and the changes (positive: more priority); empty until a baseline "
+            "of the default profile exists.",
+            {
+                **_UNIT_FIELDS,
+                "score_then": "Number",
+                "score_now": "Number",
+                "score_change": "Number",
+                "rank_then": "Number",
+                "rank_now": "Number",
+                "rank_change": "Number",
+                "tier_then": "Number",
+                "tier_now": "Number",
+                "tier_change": "Number",
+                "pillar_then": "String",
+                "pillar_now": "String",
+                "pillar_changed": "Boolean",
+            },
+            scored=True,
+        ),
     )
 }
 
@@ -103,14 +127,19 @@ _SELECT = {
     "priorities": """
         u.pcode, u.name, u.country, u.ranked, u.not_ranked_reason, u.score, u.rank, u.tier, u.pillar,
         u.pillar_secondary, u.hotspot, u.zone, u.coverage""",
+    # app.baselines' one SQL over `priority_items`: the run now against the newest default-profile baseline
+    "priority-changes": """
+        u.pcode, u.name, u.country, u.score_then, u.score_now, u.score_change, u.rank_then, u.rank_now,
+        u.rank_change, u.tier_then, u.tier_now, u.tier_change, u.pillar_then, u.pillar_now, u.pillar_changed""",
 }
 _SOURCE = {
     "municipalities": """admin_units u
         JOIN boundary_sets bs ON bs.id = u.boundary_set_id AND bs.is_default AND u.level = 2""",
     "priorities": "priority_items u",
+    "priority-changes": f"({baselines.changes_sql(now=':run', then=baselines.NEWEST_DEFAULT_BASELINE_RUN)}) u",
 }
-_UNIT = {"municipalities": "u.id", "priorities": "u.unit_id"}
-_SCOPE = {"municipalities": "", "priorities": " AND u.run_id = :run"}
+_UNIT = {"municipalities": "u.id", "priorities": "u.unit_id", "priority-changes": "u.unit_id"}
+_SCOPE = {"municipalities": "", "priorities": " AND u.run_id = :run", "priority-changes": ""}
 
 
 def _tile_sql(c: Collection, z: int) -> str:

@@ -11,10 +11,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Float, Numeric, Subquery, and_, func, select
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    Numeric,
+    Subquery,
+    Text,
+    and_,
+    column,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
-from app import models
+from app import baselines, models
 from app.errors import NotFound
 from app.scoring.profile import PILLARS
 
@@ -215,6 +229,50 @@ ZONE_PROPS = [
 ]
 
 
+def _priority_changes(ctx: Context) -> Subquery:
+    """The default profile's run against the newest baseline of the default profile (or `ctx.baseline`, a
+    baseline's name, when the request names one): app.baselines' one SQL over `priority_items`."""
+    name = getattr(ctx, "baseline", None)
+    then = (
+        "(SELECT run_id FROM baselines WHERE name = :baseline)"
+        if name
+        else baselines.NEWEST_DEFAULT_BASELINE_RUN
+    )
+    kinds = {"string": Text, "number": Float, "integer": Integer, "boolean": Boolean}
+    sql = text(f"SELECT c.pcode AS fid, c.* FROM ({baselines.changes_sql(now=':now_run', then=then)}) c")
+    sql = sql.bindparams(now_run=ctx.run_id, **({"baseline": name} if name else {}))
+    return sql.columns(
+        column("fid", Text),
+        *[column(p.name, kinds[p.type]) for p in CHANGE_PROPS],
+        column("geom", Geometry("MULTIPOLYGON", srid=4326)),
+        column("geom_simple", Geometry("MULTIPOLYGON", srid=4326)),
+    ).subquery("c")
+
+
+CHANGE_PROPS = [
+    Prop("pcode", "string"),
+    Prop("name", "string"),
+    Prop("country", "string"),
+    Prop("department_pcode", "string"),
+    Prop("department_name", "string"),
+    Prop("boundary_set", "string"),
+    Prop("ranked_then", "boolean", "ranked at the baseline"),
+    Prop("ranked_now", "boolean"),
+    Prop("score_then", "number", "score 0-100 at the baseline"),
+    Prop("score_now", "number"),
+    Prop("score_change", "number", "score now - then (positive: more priority)"),
+    Prop("rank_then", "integer"),
+    Prop("rank_now", "integer"),
+    Prop("rank_change", "integer", "rank then - now (positive: moved up the list)"),
+    Prop("tier_then", "integer"),
+    Prop("tier_now", "integer"),
+    Prop("tier_change", "integer", "tier then - now (positive: a higher-priority tier)"),
+    Prop("pillar_then", "string"),
+    Prop("pillar_now", "string"),
+    Prop("pillar_changed", "boolean", "the lead pillar changed"),
+]
+
+
 _cache: dict[tuple[str, int], dict[Any, Any]] = {}  # (database, data epoch) -> registry and extents
 
 
@@ -272,6 +330,16 @@ def _registry(conn: Connection) -> dict[str, Collection]:
             "Contiguous groups of tier-1 or hot-spot municipios, dissolved.",
             ZONE_PROPS,
             _zones,
+            needs_run=True,
+        ),
+        "priority-changes": Collection(
+            "priority-changes",
+            "Priority changes since the baseline (root-causes-2021)",
+            "Per municipio, score, rank, tier and lead pillar of the default profile now and at its newest "
+            "baseline (POST /v1/baselines), with the changes (positive: more priority). Empty until a baseline "
+            "of the default profile exists. Which indicators moved: /v1/priorities/changes.",
+            CHANGE_PROPS,
+            _priority_changes,
             needs_run=True,
         ),
     }
