@@ -19,6 +19,7 @@ from app.errors import InvalidParameter
 from app.ogc import collections as coll
 from app.ogc import crs as crs_mod
 from app.ogc import features
+from app.ogc import schemas as ogc_schemas
 from app.scoring.service import default_run
 
 router = APIRouter(tags=["OGC API Features"])
@@ -374,33 +375,80 @@ def _param(
     return p
 
 
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_OAS_DOCUMENT = {"type": "object", "required": ["openapi", "info", "paths"]}
+_ERRORS = {
+    "400": {"$ref": "#/components/responses/InvalidParameter"},
+    "404": {"$ref": "#/components/responses/NotFound"},
+}
+
+
+def _ok(description: str, media_type: str, schema: str) -> dict[str, Any]:
+    """A 200 response with the named component schema (and HTML), plus the error responses."""
+    return {
+        "200": {
+            "description": description,
+            "content": {media_type: {"schema": ogc_schemas.ref(schema)}, **_HTML},
+        },
+        **_ERRORS,
+    }
+
+
+def _filter_param(p: coll.Prop) -> dict[str, Any]:
+    """A property filter (OGC API Features Part 3, queryables as query parameters): features whose property
+    equals the value."""
+    about = f" ({p.description})." if p.description else "."
+    return _param(p.name, {"type": p.type}, f"Only features whose {p.name} equals this value{about}")
+
+
+def _items_paths(ref: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The items and feature paths: one typed pair per static collection, then the generic pair."""
+    item_params = ("crs", "properties", "geometry", "f")
+    paths: dict[str, Any] = {}
+    for cid, props in ogc_schemas.STATIC_COLLECTIONS.items():
+        feature, page = ogc_schemas.feature_schema_names(cid)
+        op = feature[0].lower() + feature[1:].removesuffix("Feature")
+        paths[f"/collections/{cid}/items"] = {
+            "get": {
+                "summary": f"Features of {cid}",
+                "operationId": f"{op}GetFeatures",
+                "parameters": [ref[k] for k in features.ITEMS_PARAMETERS] + [_filter_param(p) for p in props],
+                "responses": _ok("Features", "application/geo+json", page),
+            }
+        }
+        paths[f"/collections/{cid}/items/{{featureId}}"] = {
+            "get": {
+                "summary": f"One feature of {cid}",
+                "operationId": f"{op}GetFeature",
+                "parameters": [ref["featureId"], *(ref[k] for k in item_params)],
+                "responses": _ok("A feature", "application/geo+json", feature),
+            }
+        }
+    paths["/collections/{collectionId}/items"] = {
+        "get": {
+            "summary": "Features (any collection, e.g. municipalities-<set>)",
+            "operationId": "getFeatures",
+            "parameters": [ref[k] for k in ("collectionId", *features.ITEMS_PARAMETERS)],
+            "responses": _ok("Features", "application/geo+json", "FeatureCollection"),
+        }
+    }
+    paths["/collections/{collectionId}/items/{featureId}"] = {
+        "get": {
+            "summary": "One feature (any collection)",
+            "operationId": "getFeature",
+            "parameters": [ref[k] for k in ("collectionId", "featureId", *item_params)],
+            "responses": _ok("A feature", "application/geo+json", "Feature"),
+        }
+    }
+    return paths
+
+
 def openapi(base: str) -> dict[str, Any]:
-    """The OpenAPI 3.0 definition of the OGC API part; `limit` is defined once, with default and maximum."""
+    """The OpenAPI 3.0 definition of the OGC API part; `limit` is defined once, with default and maximum;
+    response schemas from the pydantic models of app/ogc/schemas.py."""
     ref = {
         k: {"$ref": f"#/components/parameters/{k}"}
         for k in (*features.ITEMS_PARAMETERS, "collectionId", "featureId")
-    }
-    fc = {
-        "200": {
-            "description": "Features",
-            "content": {
-                "application/geo+json": {"schema": {"type": "object"}},
-                "text/html": {"schema": {"type": "string"}},
-            },
-        },
-        "400": {"$ref": "#/components/responses/InvalidParameter"},
-        "404": {"$ref": "#/components/responses/NotFound"},
-    }
-    doc = {
-        "400": {"$ref": "#/components/responses/InvalidParameter"},
-        "404": {"$ref": "#/components/responses/NotFound"},
-        "200": {
-            "description": "A JSON document",
-            "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "text/html": {"schema": {"type": "string"}},
-            },
-        },
     }
     return {
         "openapi": "3.0.3",
@@ -417,7 +465,7 @@ def openapi(base: str) -> dict[str, Any]:
                     "summary": "Landing page",
                     "operationId": "getLandingPage",
                     "parameters": [ref["f"]],
-                    "responses": doc,
+                    "responses": _ok("The landing page", "application/json", "LandingPage"),
                 }
             },
             "/api": {
@@ -427,8 +475,9 @@ def openapi(base: str) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "OpenAPI 3.0",
-                            "content": {OAS30: {"schema": {"type": "object"}}},
-                        }
+                            "content": {OAS30: {"schema": _OAS_DOCUMENT}},
+                        },
+                        "400": {"$ref": "#/components/responses/InvalidParameter"},
                     },
                 }
             },
@@ -437,7 +486,7 @@ def openapi(base: str) -> dict[str, Any]:
                     "summary": "Conformance classes",
                     "operationId": "getConformance",
                     "parameters": [ref["f"]],
-                    "responses": doc,
+                    "responses": _ok("Conformance classes", "application/json", "Conformance"),
                 }
             },
             "/collections": {
@@ -445,7 +494,7 @@ def openapi(base: str) -> dict[str, Any]:
                     "summary": "Feature collections",
                     "operationId": "getCollections",
                     "parameters": [ref["f"]],
-                    "responses": doc,
+                    "responses": _ok("Feature collections", "application/json", "Collections"),
                 }
             },
             "/collections/{collectionId}": {
@@ -453,7 +502,7 @@ def openapi(base: str) -> dict[str, Any]:
                     "summary": "A feature collection",
                     "operationId": "describeCollection",
                     "parameters": [ref["collectionId"], ref["f"]],
-                    "responses": doc,
+                    "responses": _ok("A feature collection", "application/json", "Collection"),
                 }
             },
             "/collections/{collectionId}/queryables": {
@@ -461,37 +510,10 @@ def openapi(base: str) -> dict[str, Any]:
                     "summary": "Queryables (JSON Schema)",
                     "operationId": "getQueryables",
                     "parameters": [ref["collectionId"], ref["f"]],
-                    "responses": {
-                        "200": {
-                            "description": "JSON Schema",
-                            "content": {
-                                "application/schema+json": {"schema": {"type": "object"}},
-                                "text/html": {"schema": {"type": "string"}},
-                            },
-                        },
-                        "400": {"$ref": "#/components/responses/InvalidParameter"},
-                        "404": {"$ref": "#/components/responses/NotFound"},
-                    },
+                    "responses": _ok("JSON Schema", "application/schema+json", "Queryables"),
                 }
             },
-            "/collections/{collectionId}/items": {
-                "get": {
-                    "summary": "Features",
-                    "operationId": "getFeatures",
-                    "parameters": [ref[k] for k in ("collectionId", *features.ITEMS_PARAMETERS)],
-                    "responses": fc,
-                }
-            },
-            "/collections/{collectionId}/items/{featureId}": {
-                "get": {
-                    "summary": "One feature",
-                    "operationId": "getFeature",
-                    "parameters": [
-                        ref[k] for k in ("collectionId", "featureId", "crs", "properties", "geometry", "f")
-                    ],
-                    "responses": fc,
-                }
-            },
+            **_items_paths(ref),
         },
         "components": {
             "parameters": {
@@ -560,20 +582,14 @@ def openapi(base: str) -> dict[str, Any]:
             "responses": {
                 "InvalidParameter": {
                     "description": "A parameter is invalid",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/exception"}}},
+                    "content": {"application/json": {"schema": ogc_schemas.ref("exception")}},
                 },
                 "NotFound": {
                     "description": "Not found",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/exception"}}},
+                    "content": {"application/json": {"schema": ogc_schemas.ref("exception")}},
                 },
             },
-            "schemas": {
-                "exception": {
-                    "type": "object",
-                    "required": ["code"],
-                    "properties": {"code": {"type": "string"}, "description": {"type": "string"}},
-                }
-            },
+            "schemas": ogc_schemas.openapi_components(),
         },
     }
 
