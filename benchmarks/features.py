@@ -15,14 +15,17 @@ simplified geometry as `geom` (its default geometry column) and the full one as 
 tipg's `geom-column`). The **database floor** is the same rows' GeoJSON produced by PostGIS and fetched by
 psycopg on one open connection: `SELECT <the 8 properties>, ST_AsGeoJSON(<geometry>, <decimals>, 0)` from
 the view, with the same geometry column, transform, precision (Raíces': 6 decimals in CRS84, 2 in metres),
-filter, order and limit as the request; no HTTP and no count.
+filter, order and limit as the request; no HTTP and no count. The **HTTP floor** is Raíces' own response
+body for the case served by a bare ASGI app (no application work) in the same uvicorn, in 64 kB chunks, read
+by the same client: what moving those bytes over loopback HTTP costs. Raíces − DB floor − HTTP floor is
+printed as `rest`, roughly the application's own time.
 
 Measured, in this order:
   1. memory while streaming (before anything large has been asked, so the allocator is still small): the
      peak growth of each server process' resident set (psutil, sampled every millisecond) during a
      `limit=100` page and during the largest page Raíces has (`limit=10000` of `municipalities` with full
      geometry; no collection holds 10,000 features, so its 682 are the largest body);
-  2. latency, one interleaved run: each round asks every case of every side once (Raíces, tipg, floor),
+  2. latency, one interleaved run: each round asks every case of every side once (Raíces, tipg, DB and HTTP floor),
      the order reversed every other round, after a warm-up; medians and p95 over `--requests` rounds:
      items `limit=1000` with simplified geometry, full geometry, a CQL2 filter
      (`country='GTM' AND area_km2 > 100`) and `crs=EPSG:32616` (tipg 1.x has no `crs` parameter: it
@@ -81,6 +84,42 @@ UTM16 = "http://www.opengis.net/def/crs/EPSG/0/32616"
 PROPS = "pcode, national_code, name, country, department_pcode, department_name, boundary_set, area_km2"
 RSS_SAMPLE_S = 0.001
 TARGET_ITEMS_TIPG, TARGET_ITEMS_FLOOR, TARGET_TILE_TIPG = 0.5, 2.0, 1.0
+
+# The HTTP floor: a bare ASGI app that answers GET /<name> with the bytes of <dir>/<name>, read once, in
+# the same uvicorn (asyncio loop, h11) and the same streamed form as Raíces (no Content-Length, one body
+# message per chunk of about 64 kB): what serving those bytes costs with no application work.
+STATIC_APP = """
+import os
+from pathlib import Path
+
+ROOT = Path(os.environ["BENCH_STATIC_DIR"])
+CHUNK = 1 << 16
+BODIES = {}
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    name = scope["path"].strip("/")
+    if name not in BODIES:
+        path = ROOT / name
+        BODIES[name] = path.read_bytes() if name and path.is_file() else None
+    body = BODIES[name]
+    if body is None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/geo+json")]})
+    for i in range(0, len(body), CHUNK):
+        await send({"type": "http.response.body", "body": body[i : i + CHUNK], "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+"""
 
 # The municipalities collection of app.ogc.collections, as a view; typed geometry columns so that tipg (and
 # geometry_columns) see MultiPolygons in EPSG:4326.
@@ -259,6 +298,16 @@ class Case:
     target_tipg: float | None = None
     target_floor: float | None = None
     note: str = ""
+
+
+def slug(name: str) -> str:
+    """A case's name as a file name."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def static_dir(static: Server) -> Path:
+    """Where the HTTP floor's server reads its bodies: next to its log."""
+    return static.log.parent / "static"
 
 
 def floor_sql(geom: str = "geom", srid: int = 4326, decimals: int = 6, where: str = "true") -> str:
@@ -545,9 +594,11 @@ class Results:
     load: dict[str, dict[str, Stats]]
 
 
-def run(servers: list[Server], cases: list[Case], pg_url: str, args: argparse.Namespace) -> Results:
-    """Memory first, then one response of each case from each side checked, then the interleaved latency
-    run, then throughput."""
+def run(
+    servers: list[Server], static: Server | None, cases: list[Case], pg_url: str, args: argparse.Namespace
+) -> Results:
+    """Memory first, then one response of each case from each side checked (Raíces' items bodies handed to
+    the HTTP floor's server), then the interleaved latency run, then throughput."""
     by_name = {s.name: s for s in servers}
     tipg = by_name.get("tipg")
     mem: dict[str, Memory] = {}
@@ -577,6 +628,8 @@ def run(servers: list[Server], cases: list[Case], pg_url: str, args: argparse.Na
                     c.tipg, c.note = None, f"tipg answers HTTP {r.status_code}: {r.text[:120]}"
                     continue
                 probes[c.name][s.name] = probe(r)
+                if static is not None and s.name == "Raíces" and c.floor:
+                    (static_dir(static) / slug(c.name)).write_bytes(r.content)
             # tipg 1.x has no output crs: it ignores the parameter and answers in degrees
             theirs = probes[c.name].get("tipg")
             if (
@@ -598,6 +651,8 @@ def run(servers: list[Server], cases: list[Case], pg_url: str, args: argparse.Na
                 timers[(c.name, "tipg")] = http_timer(client, tipg.base + c.tipg)
             if c.floor:
                 timers[(c.name, "floor")] = floor_timer(conn, c.floor)
+                if static is not None:
+                    timers[(c.name, "HTTP floor")] = http_timer(client, f"{static.base}/{slug(c.name)}")
         seq = interleaved(timers, args.requests, budget_s=args.budget)
 
     load: dict[str, dict[str, Stats]] = {}
@@ -641,12 +696,15 @@ def report(
     )
 
     print("latency, one interleaved run (ms; medians, p95 in brackets)")
-    head = f"{'case':<22}{'Raíces':>16}{'tipg':>16}{'floor':>16}   {'Raíces/tipg':<22}{'Raíces/floor':<22}"
+    head = (
+        f"{'case':<22}{'Raíces':>16}{'tipg':>16}{'DB floor':>16}{'HTTP floor':>16}   "
+        f"{'Raíces/tipg':<22}{'Raíces/DB floor':<22}{'rest':>6}"
+    )
     print(head)
     print("-" * len(head))
     for c in cases:
         cells, p50 = [], {}
-        for side in ("Raíces", "tipg", "floor"):
+        for side in ("Raíces", "tipg", "floor", "HTTP floor"):
             st = res.seq.get((c.name, side))
             if st is None:
                 cells.append(f"{'—':>16}")
@@ -657,9 +715,19 @@ def report(
         r_f = p50["Raíces"] / p50["floor"] if "floor" in p50 else None
         vt = verdict(r_t, c.target_tipg) if c.target_tipg else fmt(r_t, 2) if r_t else "—"
         vf = verdict(r_f, c.target_floor) if r_f else "—"
-        print(f"{c.name:<22}{''.join(cells)}   {vt:<22}{vf:<22}")
+        rest = (
+            1000 * (p50["Raíces"] - p50["floor"] - p50["HTTP floor"])
+            if "floor" in p50 and "HTTP floor" in p50
+            else float("nan")
+        )
+        print(f"{c.name:<22}{''.join(cells)}   {vt:<22}{vf:<22}{fmt(rest):>6}")
     n = {k: len(st.latencies) for k, st in res.seq.items()}
-    print(f"samples per side and case: {min(n.values())}–{max(n.values())}\n")
+    print(f"samples per side and case: {min(n.values())}–{max(n.values())}")
+    print(
+        "DB floor: the rows' GeoJSON by psycopg, no HTTP; HTTP floor: Raíces' own body served by a bare ASGI app "
+        "in the same uvicorn and read by the same client; rest = Raíces − DB floor − HTTP floor (medians), "
+        "roughly the application's own time\n"
+    )
 
     print("memory: peak growth of the server's resident set during one request (psutil, 1 ms samples)")
     for name, m in res.memory.items():
@@ -728,13 +796,14 @@ def main() -> None:
     xy = slippy_tile(TILE_LON, TILE_LAT, TILE_ZOOM)
     cases = make_cases(xy)
     servers: list[Server] = []
+    static: Server | None = None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="raices-bench-") as tmp, bench_view(sa_url):
         try:
-            servers = start_servers(args, sa_url, pg_url, tipg_python, tipg_version, Path(tmp))
-            res = run(servers, cases, pg_url, args)
+            servers, static = start_servers(args, sa_url, pg_url, tipg_python, tipg_version, Path(tmp))
+            res = run(servers, static, cases, pg_url, args)
         finally:
-            for s in servers:
+            for s in [*servers, *([static] if static else [])]:
                 s.stop()
     header += [
         f"            load average at end {load_avg()}; whole run {time.monotonic() - started:.0f} s",
@@ -750,8 +819,9 @@ def main() -> None:
 
 def start_servers(
     args: argparse.Namespace, sa_url: str, pg_url: str, tipg_python: Path | None, tipg_version: str, tmp: Path
-) -> list[Server]:
-    """Raíces, and tipg when it is available, started and answering; all stopped when Raíces fails."""
+) -> tuple[list[Server], Server]:
+    """Raíces, and tipg when it is available, started and answering, and the HTTP floor's server; all
+    stopped when Raíces fails."""
     env = {
         **os.environ,
         "DATABASE_URL": sa_url,
@@ -769,6 +839,12 @@ def start_servers(
     )
     ours = Server("Raíces", "/collections/municipalities", proc, port, log)
     servers = [ours]
+    (tmp / "static").mkdir()
+    (tmp / "static" / "ready").write_bytes(b"{}")
+    (tmp / "static_app.py").write_text(STATIC_APP)
+    senv = {**os.environ, "BENCH_STATIC_DIR": str(tmp / "static"), "PYTHONPATH": str(tmp)}
+    proc, port, log = start_server("static", Path(sys.executable), ["static_app:app"], senv, tmp, tmp)
+    static = Server("static", "/ready", proc, port, log)
     if tipg_python is not None:
         tenv = {k: v for k, v in os.environ.items() if not k.startswith(("TIPG_", "VIRTUAL_ENV", "PYTHON"))}
         tenv |= {
@@ -785,6 +861,7 @@ def start_servers(
         servers.append(Server("tipg", f"/collections/{TIPG_COLLECTION}", proc, port, log, tipg_version))
     ready = []
     try:
+        wait_ready(static, static.ready_path)
         for s in servers:
             try:
                 wait_ready(s, s.ready_path)
@@ -795,10 +872,10 @@ def start_servers(
                 print(f"tipg did not start ({exc}); comparing Raíces with the floor alone.\n")
                 s.stop()
     except BaseException:
-        for s in servers:
+        for s in [*servers, static]:
             s.stop()
         raise
-    return ready
+    return ready, static
 
 
 if __name__ == "__main__":

@@ -44,12 +44,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE_ZOOMS = range(6, 10)
@@ -85,7 +86,7 @@ def database_url() -> str:
 
 
 @contextmanager
-def serve(workers: int, log: Path) -> Iterator[str]:
+def serve(workers: int, log: Path) -> Iterator[tuple[str, int | None]]:
     """uvicorn with `workers` processes on a free loopback port, its output in `log`; stopped (its whole
     process group) on exit."""
     port = free_port()
@@ -129,7 +130,7 @@ def serve(workers: int, log: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"uvicorn did not answer /health within 60 s; see {log}")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -333,6 +334,85 @@ def server_errors(log: Path) -> None:
         print(f"  {n} × {line}")
 
 
+def _listener(url: str, default_port: int) -> psutil.Process | None:
+    """The process listening on the URL's loopback port (a database URL or an HTTP one), or None (remote,
+    or not found)."""
+    parsed = httpx.URL(re.sub(r"^postgresql(\+\w+)?://", "http://", url))
+    if parsed.host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    with suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if (
+                conn.status == psutil.CONN_LISTEN
+                and conn.laddr.port == (parsed.port or default_port)
+                and conn.pid
+            ):
+                return psutil.Process(conn.pid)
+    return None
+
+
+def _tree(root: psutil.Process | None) -> list[psutil.Process]:
+    if root is None:
+        return []
+    with suppress(psutil.Error):
+        return [root, *root.children(recursive=True)]
+    return []
+
+
+def _cpu(proc: psutil.Process) -> float:
+    with suppress(psutil.Error):
+        t = proc.cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
+class CpuMeter:
+    """CPU seconds used while the load runs, by the load's clients (this process), the server's processes and
+    PostgreSQL's (its postmaster's tree), and the machine's idle and stolen time: where the two cores went."""
+
+    def __init__(self, server_url: str, server_pid: int | None, db_url: str) -> None:
+        server = psutil.Process(server_pid) if server_pid else _listener(server_url, 80)
+        postmaster = _listener(db_url, 5432)
+        self.groups = {
+            "load clients (this process)": lambda: [psutil.Process()],
+            "server (uvicorn processes)": lambda: _tree(server),
+            "PostgreSQL (its processes)": lambda: _tree(postmaster),
+        }
+        self.start = {name: {p.pid: _cpu(p) for p in f()} for name, f in self.groups.items()}
+        self.machine = psutil.cpu_times()
+
+    def report(self, requests: int) -> None:
+        """Each group's CPU seconds and share; per request, and the throughput the CPU would allow if the
+        service (and, second figure, the clients too) had every core to itself."""
+        end = psutil.cpu_times()
+        fields = ("user", "nice", "system", "irq", "softirq", "steal", "idle", "iowait")
+        delta = {f: getattr(end, f, 0.0) - getattr(self.machine, f, 0.0) for f in fields}
+        total = sum(delta.values()) or 1.0
+        busy = total - delta["idle"] - delta["iowait"] - delta["steal"]
+        print(f"\nCPU during the load ({total:.1f} CPU-seconds on {os.cpu_count()} CPUs):")
+        used = {
+            name: sum(_cpu(p) - self.start[name].get(p.pid, 0.0) for p in f())
+            for name, f in self.groups.items()
+        }
+        ours = sum(used.values())
+        n = max(requests, 1)
+        for name, secs in used.items():
+            print(f"  {name:<30}{secs:7.1f} s  {secs / total:5.0%}   {1000 * secs / n:6.1f} ms per request")
+        print(f"  {'other processes (machine)':<30}{busy - ours:7.1f} s  {(busy - ours) / total:5.0%}")
+        print(f"  {'stolen by the hypervisor':<30}{delta['steal']:7.1f} s  {delta['steal'] / total:5.0%}")
+        print(
+            f"  {'idle':<30}{delta['idle'] + delta['iowait']:7.1f} s  {(delta['idle'] + delta['iowait']) / total:5.0%}"
+        )
+        cores = os.cpu_count() or 1
+        service = sum(v for k, v in used.items() if not k.startswith("load"))
+        if service > 0:
+            print(
+                f"  CPU-bound ceiling on {cores} cores: {cores * n / service:.0f} req/s for the server and "
+                f"PostgreSQL alone, {cores * n / ours:.0f} req/s with these clients on the same cores "
+                f"(target {TARGET_FACTOR * BASELINE_RPS:g} req/s)"
+            )
+
+
 def load_avg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -376,6 +456,9 @@ def main() -> None:
         default=30,
         help="sequential requests of each planner read (default 30; 0: none)",
     )
+    parser.add_argument(
+        "--only", help="load one kind of request alone (e.g. 'score explanation'), for its CPU per request"
+    )
     parser.add_argument("--url", help="use this running server (on this machine) instead of starting one")
     args = parser.parse_args()
     if args.url and httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
@@ -384,29 +467,38 @@ def main() -> None:
         )
 
     @contextmanager
-    def given(url: str) -> Iterator[str]:
-        yield url
+    def given(url: str) -> Iterator[tuple[str, int | None]]:
+        yield url, None
 
     print(f"load average at start {load_avg()} (1, 5, 15 min); {os.cpu_count()} CPUs here")
     log = Path(tempfile.gettempdir()) / f"raices-load-{os.getpid()}.log"
     server = given(args.url.rstrip("/")) if args.url else serve(args.workers, log)
-    with server as url:
+    with server as (url, pid):
         where = args.url or f"{url} ({args.workers} uvicorn workers)"
         print(f"server: {where}")
         plan = warm_up(url)
+        if args.only:
+            if args.only not in plan:
+                raise SystemExit(f"--only must be one of: {', '.join(plan)}")
+            plan_load = {args.only: plan[args.only]}
+        else:
+            plan_load = plan
         lat = single(url, plan, args.single) if args.single > 0 else {}
         print(
             f"{args.clients} clients for {args.seconds:g} s; {len(plan['tiles z6-z9'])} tiles at z6-z9, "
             f"{len(plan['score explanation'])} P-codes, {len(plan['name search'])} name prefixes, "
             f"{len(plan['items CQL2 filter'])} CQL2 filters"
         )
+        meter = CpuMeter(url, pid, database_url())
         started = time.perf_counter()
-        stats = asyncio.run(run(url, plan, args.clients, args.seconds))
+        stats = asyncio.run(run(url, plan_load, args.clients, args.seconds))
         elapsed = time.perf_counter() - started
+        meter.report(sum(st.requests for st in stats.values()))
     errors = report(stats, elapsed)
     if lat:
         report_single(lat)
-    report_target(stats, elapsed)
+    if not args.only:
+        report_target(stats, elapsed)
     if not args.url:
         server_errors(log)
     print(
