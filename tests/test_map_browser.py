@@ -18,8 +18,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app import baselines
 from app.api import web
-from app.settings import PROJECT_ROOT
+from app.db import make_engine
+from app.settings import PROJECT_ROOT, Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = Path(__file__).parent / "browser" / "map_check.js"
@@ -31,6 +33,7 @@ EMPIRICAL = "empirical-2021"  # fitted to observed out-migration: no weights, a 
 FIT_TIMEOUT_S = 300  # the first request of a fitted profile fits it (30–60 s here)
 REFERENCE_ROWS = 30  # Guatemala's top municipios of the default profile, their score as the value
 TOP_COEFFICIENTS = 5
+BASELINE = "browser-region"  # the newest baseline when the map's change mode opens
 
 
 # ---- served by the app, offline
@@ -163,6 +166,21 @@ def reference(live_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 @pytest.fixture(scope="module")
+def baseline(settings: Settings, loaded_url: str) -> str:
+    """A baseline of the regional profile in the shared database (a row and its frozen values; the data are
+    untouched): the map's change mode compares the default profile now with it, so municipios do move."""
+    engine = make_engine(settings, loaded_url)
+    try:
+        with engine.connect() as conn:
+            if BASELINE in [b.name for b in baselines.all_baselines(conn)]:
+                return BASELINE
+        baselines.create(engine, BASELINE, REGION)
+    finally:
+        engine.dispose()
+    return BASELINE
+
+
+@pytest.fixture(scope="module")
 def seen(
     chromium: Path,
     node: str,
@@ -170,6 +188,7 @@ def seen(
     tmp_path_factory: pytest.TempPathFactory,
     empirical: dict[str, Any],
     reference: dict[str, Any],
+    baseline: str,
 ) -> dict[str, Any]:
     """What map_check.js saw: one browser session through the whole page (see the script)."""
     shots = tmp_path_factory.mktemp("map-screenshots")
@@ -484,3 +503,45 @@ def test_validation_error_shows_the_service_message(seen: dict[str, Any], refere
     assert reference["bad"]["description"] in bad["error"] and "'many'" in bad["error"]
     assert bad["error"].startswith("La referencia no se pudo comparar")
     assert bad["countries"] == [] and bad["counts"] == {}  # the previous figures are gone
+
+
+# ---- change since a baseline, and a municipio's series
+
+
+def test_change_mode_colours_by_the_change_of_the_api(seen: dict[str, Any], live_url: str) -> None:
+    c = seen["change_mode"]
+    assert c["checked"] == "change" and c["baseline"] == BASELINE and c["baseline_visible"]
+    assert "color=change" in c["url"] and f"baseline={BASELINE}" in c["url"]
+    api = _get(live_url, "/v1/priorities/changes", baseline=BASELINE, profile=DEFAULT, limit=1000)
+    expected = {i["pcode"]: i["change"]["score"] for i in api["items"] if i["change"]["score"] is not None}
+    assert c["values"] == expected and any(v != 0 for v in expected.values())
+    # PuOr, seven classes, then "not ranked"
+    assert c["legend_colours"][:7] == [
+        "rgb(84, 39, 136)",
+        "rgb(153, 142, 195)",
+        "rgb(216, 218, 235)",
+        "rgb(247, 247, 247)",
+        "rgb(254, 224, 182)",
+        "rgb(241, 163, 64)",
+        "rgb(179, 88, 6)",
+    ]
+    assert '"step"' in c["paint"] and "#b35806" in c["paint"] and "puntaje ahora" in c["legend"]
+    assert c["rendered_features"] > 0
+
+
+def test_change_panel_and_series_chart(seen: dict[str, Any], live_url: str) -> None:
+    p = seen["change_panel"]
+    assert p["baseline"] == BASELINE and p["pcode"].startswith("SVM")
+    api = _get(
+        live_url, "/v1/priorities/changes", baseline=BASELINE, profile=DEFAULT, country="SLV", limit=100
+    )
+    item = next(i for i in api["items"] if i["pcode"] == p["pcode"])
+    score = p["rows"][0]
+    assert score[1] == _es(item["then"]["score"], 1) and score[2] == _es(item["now"]["score"], 1)
+    assert p["rows"][1][1:3] == [str(item["then"]["rank"]), str(item["now"]["rank"])]
+    series = _get(
+        live_url, f"/v1/municipalities/{p['pcode']}/series", indicator="slv_emigrants_per_1000_year"
+    )
+    assert p["series_indicator"] == "slv_emigrants_per_1000_year"
+    assert p["series_points"] == [[i["period"], "partial_year" in i["flags"]] for i in series["items"]]
+    assert p["series_points"][-1] == ["2024", True]  # the census year is drawn as partial

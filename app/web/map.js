@@ -1,7 +1,8 @@
 // The planners' map: priorities from the service's vector tiles, filters, a ranked table, a municipio panel,
 // a choice of bundled profile, weight sliders that post a custom profile to /v1/scores (or, for a fitted
 // profile, its cross-validated fit instead), and a validation panel that posts a reference table to
-// /v1/validation and plots it against the scores.
+// /v1/validation and plots it against the scores, a colour mode for the change since a baseline
+// (/v1/priorities/changes) and, in the panel, an inline-SVG chart of a series (/v1/municipalities/{pcode}/series).
 // Vanilla JS, no build step, nothing external.
 "use strict";
 (() => {
@@ -21,6 +22,14 @@
   const MAX_DISAGREEMENTS = 5;
   const SRC = { source: "priorities", sourceLayer: "priorities" }; // a feature-state target
   const LAYER_SRC = { source: "priorities", "source-layer": "priorities" };
+  // change since a baseline: score now − then in seven classes, ColorBrewer PuOr (diverging, colour-blind safe):
+  // orange = more priority now, purple = less, near-white = within ±1 point
+  const CHANGE_STOPS = [-10, -5, -1, 1, 5, 10];
+  const CHANGE_COLOURS = ["#542788", "#998ec3", "#d8daeb", "#f7f7f7", "#fee0b6", "#f1a340", "#b35806"];
+  const NO_CHANGE = -9999; // the match fallback: a municipio without a score on one side
+  // the series shown in the panel, per country: emigration by year of departure where the census gives it,
+  // else the hazard history
+  const SERIES = { SV: "slv_emigrants_per_1000_year", GT: "hydromet_events_year", HN: "hurricanes_within_100km_season" };
 
   const $ = (sel) => document.querySelector(sel);
   const url = (path) => new URL(path, document.baseURI).href; // relative to the page: works under a prefix
@@ -31,7 +40,10 @@
 
   const state = {
     lang: params.get("lang") === "en" ? "en" : "es",
-    colour: params.get("color") === "pillar" ? "pillar" : "score",
+    colour: ["pillar", "change"].includes(params.get("color")) ? params.get("color") : "score",
+    baselines: null, // GET /v1/baselines, once asked for
+    baseline: params.get("baseline") || "", // the chosen baseline's name ("" = the newest)
+    changes: null, // {name, byPcode, expr} of GET /v1/priorities/changes for the chosen profile
     filter: {
       country: pick(params.get("country"), COUNTRIES),
       pillar: pick(params.get("pillar"), PILLARS),
@@ -109,6 +121,12 @@
   const field = (name) => (state.overlay ? state.overlay.expr[name] : ["get", name]);
   const scoreExpr = () => ["number", ["coalesce", field("score"), -1], -1];
   function colourExpr() {
+    if (state.colour === "change") {
+      if (!state.changes) return NOT_RANKED;
+      const v = state.changes.expr;
+      return ["case", ["==", v, NO_CHANGE], NOT_RANKED,
+        ["step", v, CHANGE_COLOURS[0], ...CHANGE_STOPS.flatMap((x, i) => [x, CHANGE_COLOURS[i + 1]])]];
+    }
     if (state.colour === "pillar") {
       return ["match", ["to-string", field("pillar")], ...PILLARS.flatMap((p) => [p, PILLAR_COLOURS[p]]), NOT_RANKED];
     }
@@ -183,7 +201,9 @@
     }
     const row = state.overlay ? state.overlay.byPcode.get(f.properties.pcode) : f.properties;
     const score = row && row.score !== null && row.score !== undefined ? fmt(row.score, 1) : t("notRanked");
-    tooltip.innerHTML = `<strong>${esc(f.properties.name)}</strong><br>${esc(t("score"))}: ${esc(score)}`;
+    const change = state.colour === "change" && state.changes ? state.changes.byPcode.get(f.properties.pcode) : null;
+    tooltip.innerHTML = `<strong>${esc(f.properties.name)}</strong><br>${esc(t("score"))}: ${esc(score)}${
+      change ? `<br>${esc(t("scoreChange"))}: ${change.change.score === null ? "–" : signed(change.change.score, 1)}` : ""}`;
     tooltip.style.left = `${e.point.x + 12}px`;
     tooltip.style.top = `${e.point.y + 12}px`;
     tooltip.hidden = false;
@@ -255,13 +275,14 @@
     setState(state.selectedId, "selected", true);
     renderTable();
     try {
-      const [detail, explanation] = await Promise.all([
+      const [detail, explanation, series] = await Promise.all([
         getJSON(`v1/municipalities/${encodeURIComponent(pcode)}`),
         state.scenario ? state.overlay.byPcode.get(pcode) || null
           : getJSON(`v1/municipalities/${encodeURIComponent(pcode)}/score${state.profile === PROFILE ? "" : `?${new URLSearchParams({ profile: state.profile })}`}`),
+        seriesOf(pcode),
       ]);
       if (state.selected !== pcode) return;
-      state.panelData = { detail, explanation };
+      state.panelData = { detail, explanation, series };
       renderPanel();
       // keep the municipio clear of the panel that covers the map's right edge
       if (fly) map.easeTo({ center: detail.centroid, zoom: Math.max(map.getZoom(), 7.5), offset: [-$("#panel").offsetWidth / 2, 0] });
@@ -272,8 +293,58 @@
   const bar = (label, v) => `<div class="bar"><span class="bar-label">${esc(label)}</span>${
     v === null || v === undefined ? `<span class="nodata">${esc(t("noData"))}</span>`
       : `<span class="track"><span style="width:${Math.max(0, Math.min(100, v))}%"></span></span><span class="num">${fmt(v, 1)}</span>`}</div>`;
+  // the municipio's series (SERIES by its country), or null when it has none: a 404 here is no error
+  async function seriesOf(pcode) {
+    const code = SERIES[pcode.slice(0, 2)];
+    if (!code) return null;
+    const r = await fetch(url(`v1/municipalities/${encodeURIComponent(pcode)}/series?${new URLSearchParams({ indicator: code })}`));
+    return r.ok ? r.json() : null;
+  }
+  // a small line chart of one series: value per period, partial years drawn hollow; inline SVG
+  function seriesChart(body) {
+    if (!body) return "";
+    const ind = body.indicator;
+    const pts = body.items.filter((i) => i.value !== null);
+    const name = (state.lang === "en" ? ind.name_en : ind.name_es) || ind.code;
+    if (pts.length < 2) return `<h3>${esc(t("series"))}</h3><p class="muted">${esc(t("noSeries"))}</p>`;
+    const [W, H, L, R, T, B] = [300, 140, 36, 8, 8, 22];
+    const ya = niceAxis(Math.min(0, ...pts.map((p) => p.value)), Math.max(...pts.map((p) => p.value)));
+    const sx = (k) => L + (pts.length === 1 ? 0 : (k / (pts.length - 1)) * (W - L - R));
+    const sy = (y) => T + (1 - (y - ya.a) / (ya.b - ya.a)) * (H - T - B);
+    const partial = (p) => p.flags.includes("partial_year");
+    const every = Math.ceil(pts.length / 6); // about six period labels
+    return `<h3>${esc(t("series"))}: ${esc(name)}</h3>
+      <figure class="series" data-indicator="${esc(ind.code)}"><svg viewBox="0 0 ${W} ${H}" role="img"
+        aria-label="${esc(`${name}, ${pts[0].period}–${pts[pts.length - 1].period}: ${pts.length} ${t("points")}`)}">
+      <rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" class="frame"/>
+      ${ya.ticks.map((y) => `<line class="grid" x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}"/>
+        <text class="tick" x="${L - 4}" y="${sy(y) + 3}" text-anchor="end">${fmt(y)}</text>`).join("")}
+      <polyline class="line" points="${pts.map((p, k) => `${sx(k).toFixed(1)},${sy(p.value).toFixed(1)}`).join(" ")}"/>
+      ${pts.map((p, k) => `<circle class="pt${partial(p) ? " partial" : ""}" data-period="${esc(p.period)}" cx="${sx(k).toFixed(1)}"
+        cy="${sy(p.value).toFixed(1)}" r="2.5"><title>${esc(p.period)}: ${fmt(p.value)}${partial(p) ? ` (${esc(t("partialYear"))})` : ""}</title></circle>
+        ${k % every === 0 || k === pts.length - 1 ? `<text class="tick" x="${sx(k)}" y="${H - 6}" text-anchor="middle">${esc(p.period)}</text>` : ""}`).join("")}
+    </svg><figcaption class="muted">${esc(ind.unit)} · ${esc(ind.publisher || body.source.publisher)}</figcaption></figure>`;
+  }
+  // the municipio's change since the baseline, when the map shows it
+  function changeBlock(pcode) {
+    const c = state.colour === "change" && state.changes ? state.changes.byPcode.get(pcode) : null;
+    if (!c) return "";
+    const row = (label, a, b, d) => `<tr><th scope="row">${esc(label)}</th><td>${a}</td><td>${b}</td><td class="num">${d}</td></tr>`;
+    const moved = c.indicators_moved.map((m) => {
+      const i = state.catalogue.get(m.code) || {};
+      return `<li data-code="${esc(m.code)}">${esc((state.lang === "en" ? i.name_en : i.name_es) || m.code)}: ${fmt(m.value_then)} → ${fmt(m.value_now)}${
+        m.contribution_change !== null ? ` (${signed(m.contribution_change, 2)})` : ""}</li>`;
+    }).join("");
+    return `<section class="change" data-baseline="${esc(state.changes.name)}"><h3>${esc(t("changeSince"))} «${esc(state.changes.name)}»</h3>
+      <table><thead><tr><th></th><th scope="col">${esc(t("then"))}</th><th scope="col">${esc(t("now"))}</th><th scope="col">Δ</th></tr></thead><tbody>
+      ${row(t("score"), fmt(c.then.score, 1), fmt(c.now.score, 1), c.change.score === null ? "–" : signed(c.change.score, 1))}
+      ${row(t("rank"), esc(c.then.rank ?? "–"), esc(c.now.rank ?? "–"), c.change.rank === null ? "–" : signed(c.change.rank, 0))}
+      ${row(t("tier"), esc(c.then.tier ?? "–"), esc(c.now.tier ?? "–"), c.change.tier === null ? "–" : signed(c.change.tier, 0))}
+      ${row(t("leadPillar"), esc(c.then.pillar ?? "–"), esc(c.now.pillar ?? "–"), "")}</tbody></table>
+      ${moved ? `<p class="muted">${esc(t("movedIndicators"))}:</p><ul class="moved">${moved}</ul>` : ""}</section>`;
+  }
   function renderPanel() {
-    const { detail: d, explanation: x } = state.panelData;
+    const { detail: d, explanation: x, series } = state.panelData;
     const s = x || {};
     // the unit's own values first (period, flags); department-level ones only in the catalogue
     const byCode = new Map([...state.catalogue, ...d.indicators.map((i) => [i.code, i])]);
@@ -300,6 +371,7 @@
       <p>${esc(t("hotspot"))}: <strong>${esc(s.hotspot ? t(s.hotspot) : t("none"))}</strong>
         · ${esc(t("zone"))}: <strong>${esc(s.zone || t("none"))}</strong>
         · ${esc(t("coverage"))}: ${fmt((s.coverage ?? 0) * 100, 0)} %</p>
+      ${changeBlock(d.pcode)}
       <h3>${esc(t("pillarScores"))}</h3>
       ${bar(t("migration").split(" (")[0], s.migration)}
       ${PILLARS.map((p) => bar(t("pillars")[p], s.pillar_scores ? s.pillar_scores[p] : null)).join("")}
@@ -315,6 +387,7 @@
       }).join("")}</tbody></table>
       ${s.similar && s.similar.length ? `<h3>${esc(t("similar"))}</h3><ul class="similar">${s.similar.map((m) =>
         `<li><button type="button" class="link" data-pcode="${esc(m.pcode)}">${esc(m.name)}</button> (${fmt(m.score, 1)})</li>`).join("")}</ul>` : ""}
+      ${seriesChart(series)}
       <h3>${esc(t("provenance"))}</h3>
       <ul class="provenance">${source(d.provenance.source.id, `${t("boundaries")}: ${d.provenance.source.title}`)}
         ${srcIds.map((id) => source(id)).join("")}</ul>`;
@@ -625,7 +698,9 @@
       if (mine !== state.weightSeq) return; // the sliders or the profile moved on while this one was computed
       state.scenario = scenario;
       state.overlay = overlay;
+      await loadChanges();
       restyle();
+      if (state.colour === "change") updateURL(); // now with the baseline's name
       await loadTable();
       if (state.selected) await select(state.selected, state.selectedId);
     } finally {
@@ -642,7 +717,8 @@
   function updateURL() {
     const q = filterQuery();
     if (state.lang === "en") q.set("lang", "en");
-    if (state.colour === "pillar") q.set("color", "pillar");
+    if (state.colour !== "score") q.set("color", state.colour);
+    if (state.colour === "change" && state.changes) q.set("baseline", state.changes.name);
     if (!isDefault()) for (const k of weightKeys()) q.set(k, state.weights[k]);
     history.replaceState(null, "", `${location.pathname}${q.toString() ? `?${q}` : ""}`);
     $("#share").href = location.href;
@@ -653,7 +729,19 @@
   }
 
   // ---- legend, language, controls
+  function changeLegend() {
+    if (!state.changes) return `<p class="muted" id="no-baseline">${esc(state.baselines && !state.baselines.length ? t("noBaseline") : t("computing"))}</p>`;
+    const labels = ["< −10", "−10 – −5", "−5 – −1", "−1 – 1", "1 – 5", "5 – 10", "≥ 10"];
+    return `<p class="legend-title">${esc(t("changeLegend"))}</p><ul>${CHANGE_COLOURS.map((c, i) =>
+      `<li><span class="chip" style="background:${c}"></span>${esc(labels[i])}${i === 3 ? ` (${esc(t("noChange"))})` : ""}</li>`).join("")}
+      <li><span class="chip" style="background:${NOT_RANKED}"></span>${esc(t("notRanked"))}</li></ul>`;
+  }
   function renderLegend() {
+    $("#baseline-wrap").hidden = state.colour !== "change" || !state.baselines || !state.baselines.length;
+    if (state.colour === "change") {
+      $("#legend").innerHTML = changeLegend();
+      return;
+    }
     const items = state.colour === "pillar"
       ? PILLARS.map((p) => `<li><span class="chip" style="background:${PILLAR_COLOURS[p]}"></span>${esc(t("pillars")[p])}</li>`).join("")
       : `<li><span class="ramp"></span> 0 – 100 (${esc(t("score"))})</li>`;
@@ -683,7 +771,17 @@
   });
   for (const input of document.querySelectorAll("input[name=color]")) {
     input.checked = input.value === state.colour;
-    input.addEventListener("change", () => { state.colour = input.value; restyle(); updateURL(); });
+    input.addEventListener("change", async () => {
+      state.colour = input.value;
+      try {
+        await loadChanges();
+      } catch (err) {
+        showError(err);
+      }
+      restyle();
+      updateURL();
+      if (state.panelData && !$("#panel").hidden) renderPanel();
+    });
   }
   for (const key of Object.keys(state.filter)) {
     const sel = $(`#f-${key}`);
@@ -695,6 +793,40 @@
       loadTable().catch(showError);
     });
   }
+
+  // ---- change since a baseline: the baselines once, then GET /v1/priorities/changes for the chosen profile
+  async function loadChanges() {
+    if (state.colour !== "change") return;
+    if (!state.baselines) {
+      state.baselines = (await getJSON("v1/baselines")).items;
+      $("#f-baseline").innerHTML = state.baselines.map((b) =>
+        `<option value="${esc(b.name)}">${esc(b.name)} (${esc(b.profile.id)}, ${esc(b.created_at.slice(0, 10))})</option>`).join("");
+    }
+    const names = state.baselines.map((b) => b.name);
+    if (!names.length) {
+      state.changes = null;
+      return;
+    }
+    const name = names.includes(state.baseline) ? state.baseline : names[0]; // newest first
+    $("#f-baseline").value = name;
+    const q = new URLSearchParams({ baseline: name, profile: state.profile, limit: 1000 });
+    const body = await getJSON(`v1/priorities/changes?${q}`);
+    const byPcode = new Map(body.items.map((i) => [i.pcode, i]));
+    const known = body.items.filter((i) => i.change.score !== null);
+    const expr = known.length ? ["match", ["get", "pcode"], ...known.flatMap((i) => [i.pcode, i.change.score]), NO_CHANGE] : NO_CHANGE;
+    state.changes = { name, byPcode, expr, counts: body.counts };
+  }
+  $("#f-baseline").addEventListener("change", async (e) => {
+    state.baseline = e.target.value;
+    try {
+      await loadChanges();
+    } catch (err) {
+      showError(err);
+    }
+    restyle();
+    updateURL();
+    if (state.panelData && !$("#panel").hidden) renderPanel();
+  });
 
   async function init() {
     const [profiles, sources, catalogue] = await Promise.all(

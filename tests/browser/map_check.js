@@ -3,7 +3,8 @@
 // REFERENCE_DIR holds reference.csv (a good reference table) and bad.csv (one the service refuses).
 // Screenshots: map-overview.png (the bundled profile, the whole region), map-scenario.png (the end of the
 // main walk), map-region.png (the regional profile northern-triangle-2021), map-empirical.png (the fitted
-// profile empirical-2021 with its fit) and map-validation.png (the validation panel with its plot).
+// profile empirical-2021 with its fit), map-validation.png (the validation panel with its plot) and map-change.png
+// (the change since the newest baseline, El Salvador, with a municipio's panel and its series).
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -348,6 +349,44 @@ const validationView = (page) => page.evaluate(() => {
     await fit.waitForSelector("#v-error:not([hidden])");
     out.validation_bad = { ...(await validationView(fit)), posts: validationPosts.length };
     await fit.close();
+
+    // change since a baseline: the newest baseline (the test made one of the regional profile) against the
+    // default profile now, in a diverging palette; the panel shows then → now and the municipio's series
+    const change = await openMap(context, "/map?color=change&country=SLV", out);
+    await change.waitForFunction(() => window.raices.state.changes);
+    await idle(change);
+    out.change_mode = await change.evaluate(() => {
+      const st = window.raices.state;
+      const paint = window.raices.map.getPaintProperty("fill", "fill-color");
+      const expr = st.changes.expr; // ["match", ["get", "pcode"], p1, v1, p2, v2, ..., fallback]
+      const values = {};
+      for (let i = 2; i < expr.length - 1; i += 2) values[expr[i]] = expr[i + 1];
+      return {
+        checked: document.querySelector("input[name=color]:checked").value,
+        baseline: document.querySelector("#f-baseline").value,
+        baseline_visible: !document.querySelector("#baseline-wrap").hidden,
+        legend: document.querySelector("#legend").textContent.replace(/\s+/g, " ").trim(),
+        legend_colours: [...document.querySelectorAll("#legend .chip")].map((c) => c.style.background),
+        paint: JSON.stringify(paint),
+        values,
+        url: location.href,
+        rendered_features: window.raices.map.queryRenderedFeatures({ layers: ["fill"] }).length,
+      };
+    });
+    await change.click("#ranking tbody button[data-pcode]");
+    await change.waitForSelector("#panel:not([hidden]) .change");
+    await change.waitForSelector("#panel figure.series circle");
+    out.change_panel = await change.evaluate(() => ({
+      pcode: document.querySelector("#ranking tbody tr.selected").dataset.pcode,
+      baseline: document.querySelector("#panel .change").dataset.baseline,
+      rows: [...document.querySelectorAll("#panel .change tbody tr")].map((r) => [...r.cells].map((c) => c.textContent.trim())),
+      series_indicator: document.querySelector("#panel figure.series").dataset.indicator,
+      series_points: [...document.querySelectorAll("#panel figure.series circle")].map((c) => [c.dataset.period, c.classList.contains("partial")]),
+      series_label: document.querySelector("#panel figure.series svg").getAttribute("aria-label"),
+    }));
+    await change.screenshot({ path: path.join(shots, "map-change.png") });
+    out.screenshots.push(path.join(shots, "map-change.png"));
+    await change.close();
     out.timings.total_ms = Date.now() - t0;
   } catch (err) {
     out.error = String(err && err.stack ? err.stack : err);
