@@ -746,7 +746,7 @@ def report(
         )
     if "tipg" in names:
         print(
-            "Latency ratios below 1 mean Raíces is faster; the floor has no HTTP, no count and no envelope."
+            "Latency ratios below 1 mean Raíces is faster; the DB floor has no HTTP, no count and no envelope."
         )
 
 
@@ -812,7 +812,7 @@ def main() -> None:
         f"tile buffer {MVT_BUFFER}; its GeoJSON has 9 decimals, Raíces' 6",
         f"items     : limit={ITEMS_LIMIT} (all 682), uncompressed; CQL2 filter {CQL2!r}",
         f"tile      : z{TILE_ZOOM}/{xy[0]}/{xy[1]} (lon {TILE_LON:g}, lat {TILE_LAT:g}), MVT",
-        f"rounds    : {WARMUP} warm-up + {args.requests} interleaved rounds (Raíces, tipg, floor per case)",
+        f"rounds    : {WARMUP} warm-up + {args.requests} interleaved rounds (Raíces, tipg, DB and HTTP floor per case)",
     ]
     report(servers, cases, res, args, header)
 
