@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,21 +144,68 @@ def _where(f: PriorityFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses), params
 
 
+class _Memo:
+    """The last answers of reads of stored runs, least recently used first out. A stored run never changes
+    (its rows are written once, in the transaction that creates it, and run ids are never reused), so an
+    answer keyed by database, run and request stays true for as long as the run is the one served; the
+    lookup of that run (`service.ensure_run`) reads the data epoch on every request."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, conn: Connection, key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
+        full = (conn.engine.url.render_as_string(hide_password=True), *key)
+        with self.lock:
+            if full in self.entries:
+                self.entries.move_to_end(full)
+                return self.entries[full]
+        value = compute()
+        with self.lock:
+            self.entries[full] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return value
+
+
+_memo = _Memo(256)
+
+
 def priorities(
     conn: Connection, run: int, f: PriorityFilter, *, limit: int, offset: int, geometry: bool = False
 ) -> tuple[int, list[dict[str, Any]], list[str | None]]:
-    """Total, one page of ranked municipios (by country, then rank) and, on request, their GeoJSON geometry."""
+    """Total, one page of ranked municipios (by country, then rank) and, on request, their GeoJSON geometry
+    (remembered per run and request: see `_Memo`)."""
+    result: tuple[int, list[dict[str, Any]], list[str | None]] = _memo.get(
+        conn,
+        ("priorities", run, f, limit, offset, geometry),
+        lambda: _priorities(conn, run, f, limit=limit, offset=offset, geometry=geometry),
+    )
+    return result
+
+
+def _priorities(
+    conn: Connection, run: int, f: PriorityFilter, *, limit: int, offset: int, geometry: bool
+) -> tuple[int, list[dict[str, Any]], list[str | None]]:
     where, params = _where(f)
     params["run"] = run
-    total = conn.execute(text(f"SELECT count(*) {_FROM} WHERE {where}"), params).scalar_one()
     geom = ", ST_AsGeoJSON(p.geom_simple, 6) AS g" if geometry else ""
+    # without geometry the total comes with the page (a window count: one round trip instead of two); with it,
+    # on its own, as the window would have every matching row's GeoJSON built before the LIMIT
+    window = "" if geometry else ", count(*) OVER () AS total"
     rows = conn.execute(
         text(
-            f"SELECT {_ITEM}{geom} {_FROM} WHERE {where} ORDER BY {f.order_by()} LIMIT :limit OFFSET :offset"
+            f"SELECT {_ITEM}{geom}{window} {_FROM} WHERE {where} ORDER BY {f.order_by()} "
+            "LIMIT :limit OFFSET :offset"
         ),
         {**params, "limit": limit, "offset": offset},
     ).all()
-    return int(total), [item(r) for r in rows], [getattr(r, "g", None) for r in rows]
+    if rows and not geometry:
+        total = int(rows[0].total)
+    else:
+        total = int(conn.execute(text(f"SELECT count(*) {_FROM} WHERE {where}"), params).scalar_one())
+    return total, [item(r) for r in rows], [getattr(r, "g", None) for r in rows]
 
 
 FLAT_COLUMNS = [
@@ -218,7 +268,14 @@ def priorities_frame(conn: Connection, run: int, f: PriorityFilter, *, full_geom
 
 def explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     """A municipio's score with its pillar sub-scores, contributions, rank interval, hotspot, zone, and the five
-    municipios of its country whose pillar and migration profile is most alike."""
+    municipios of its country whose pillar and migration profile is most alike (remembered per run)."""
+    out: dict[str, Any] = _memo.get(
+        conn, ("explain", run, pcode.strip().upper()), lambda: _explain(conn, run, pcode)
+    )
+    return out
+
+
+def _explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     row = conn.execute(
         text(f"SELECT {_ITEM} {_FROM} WHERE p.run_id = :run AND p.pcode = :pcode"),
         {"run": run, "pcode": pcode.strip().upper()},
@@ -230,7 +287,8 @@ def explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     out = item(row)
     others = conn.execute(
         text(
-            f"SELECT {_ITEM} {_FROM} WHERE p.run_id = :run AND p.country = :c AND p.pcode <> :p AND p.ranked"
+            "SELECT p.pcode, p.name, p.score, p.rank, p.pillar, p.pillar_scores, p.migration "
+            f"{_FROM} WHERE p.run_id = :run AND p.country = :c AND p.pcode <> :p AND p.ranked"
         ),
         {"run": run, "c": row.country, "p": row.pcode},
     )
