@@ -4,13 +4,14 @@ properties. Everything a client names is checked against the collection's whitel
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Connection, Select, Text, and_, case, func, literal_column, select, true
+from sqlalchemy import Connection, Select, Text, and_, func, literal_column, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.errors import InvalidParameter, NotFound
@@ -202,37 +203,62 @@ def _feature(row: Any, props: list[str]) -> dict[str, Any]:
     }
 
 
-def _json_text(value: ColumnElement[Any], prop_type: str = "string") -> ColumnElement[Any]:
-    """A value as JSON text (null for NULL). A `number` that happens to be whole keeps a decimal point (1.0,
-    not PostgreSQL's 1), so that clients inferring field types from the first features (GDAL's OAPIF
-    driver, QGIS) make it a real field, not an integer one."""
-    as_json: ColumnElement[Any] = func.to_json(value).cast(Text)
+def _json_text(column: str, prop_type: str = "string") -> str:
+    """SQL for a column's value as JSON text (null for NULL). A `number` that happens to be whole keeps a
+    decimal point (1.0, not PostgreSQL's 1), so that clients inferring field types from the first features
+    (GDAL's OAPIF driver, QGIS) make it a real field, not an integer one."""
+    as_json = f"to_json({column})::text"
     if prop_type == "number":
-        whole = and_(value == func.trunc(value), func.abs(value) < 1e15)
-        as_json = case(
-            (whole, func.trunc(value).cast(BigInteger).cast(Text) + literal_column("'.0'", Text)),
-            else_=as_json,
+        as_json = (
+            f"CASE WHEN {column} = trunc({column}) AND abs({column}) < 1e15 "
+            f"THEN trunc({column})::bigint::text || '.0' ELSE {as_json} END"
         )
-    return func.coalesce(as_json, literal_column("'null'", Text))
+    return f"coalesce({as_json}, 'null')"
+
+
+@functools.lru_cache(maxsize=256)
+def _feature_sql(
+    alias: str, props: tuple[tuple[str, str], ...], geometry: str, srid: int, lat_first: bool, decimals: int
+) -> str:
+    """The SQL of one feature as GeoJSON text, built once per shape of request (collection properties, CRS,
+    geometry column) instead of as an expression tree on every request. Every name in it comes from the
+    collection's whitelist (letters, digits, underscores), quoted; the numbers from the served CRS list."""
+    g = f'"{alias}"."{geometry}"'
+    if srid != 4326:
+        g = f"ST_Transform({g}, {int(srid)})"
+    if lat_first:
+        g = f"ST_FlipCoordinates({g})"
+    parts = [
+        """'{"type":"Feature","id":'""",
+        _json_text(f'"{alias}".fid'),
+        """',"geometry":'""",
+        f"coalesce(ST_AsGeoJSON({g}, {int(decimals)}, 0), 'null')",  # options 0: no "crs" member
+        """',"properties":{'""",
+    ]
+    for i, (name, prop_type) in enumerate(props):
+        parts += [f"""'{"," if i else ""}"{name}":'""", _json_text(f'"{alias}"."{name}"', prop_type)]
+    parts.append("'}}'")
+    return " || ".join(parts)
 
 
 def _feature_json(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
     """Each feature as GeoJSON text assembled by PostgreSQL: ST_AsGeoJSON's geometry is spliced in as it comes,
-    never parsed and re-serialised in Python, and the properties keep the collection's order. Property names
-    are the collection's whitelisted identifiers (letters, digits, underscores), safe to inline."""
-    cols = columns(sub, c)
-    geom = sub.c.geom if q.full_geometry else sub.c.geom_simple
-    text_: ColumnElement[Any] = literal_column("""'{"type":"Feature","id":'""", Text) + _json_text(sub.c.fid)
-    text_ = text_ + literal_column("""',"geometry":'""", Text)
-    text_ = text_ + func.coalesce(_geojson(geom, q.crs), literal_column("'null'", Text))
-    text_ = text_ + literal_column("""',"properties":{'""", Text)
-    for i, name in enumerate(q.properties):
-        key = ("," if i else "") + f'"{name}":'
+    never parsed and re-serialised in Python, and the properties keep the collection's order."""
+    props = []
+    for name in q.properties:
         prop = c.prop(name)
-        text_ = (
-            text_ + literal_column(f"'{key}'", Text) + _json_text(cols[name], prop.type if prop else "string")
-        )
-    return select((text_ + literal_column("'}}'", Text)).label("feature"))
+        if prop is None or not name.replace("_", "").isalnum():  # the whitelist, checked again
+            raise InvalidParameter(f"properties: unknown '{name[:40]}'.")
+        props.append((name, prop.type))
+    sql = _feature_sql(
+        sub.name,
+        tuple(props),
+        "geom" if q.full_geometry else "geom_simple",
+        q.crs.srid,
+        q.crs.lat_first,
+        q.crs.decimals,
+    )
+    return select(literal_column(sql, Text).label("feature")).select_from(sub)
 
 
 CHUNK_ROWS = 500  # features per chunk of a streamed response (with a server-side cursor)
