@@ -68,8 +68,13 @@ CONFIG = schemathesis.Config.from_dict(
 
 # Only the spec is read from this instance (neither spec endpoint touches the database); the port is
 # never listened on, so a request that reached it by mistake would fail, not pass.
+# No job worker either: it would keep trying to reach that port in the background.
 _SPEC_APP = create_app(
-    Settings(database_url="postgresql+psycopg://spec-only@127.0.0.1:9/none", log_level="WARNING")
+    Settings(
+        database_url="postgresql+psycopg://spec-only@127.0.0.1:9/none",
+        log_level="WARNING",
+        inprocess_worker=False,
+    )
 )
 planner = schemathesis.openapi.from_asgi("/openapi.json", _SPEC_APP, config=CONFIG)
 ogc = schemathesis.openapi.from_asgi("/api", _SPEC_APP, config=CONFIG)

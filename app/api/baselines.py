@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import baselines
+from app.api import schemas
 from app.api.deps import LimitDep
 from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors, media
 from app.api.security import ApiKey
@@ -43,7 +44,10 @@ def _retention(request: Request) -> Retention:
 @router.post(
     "/baselines",
     status_code=201,
-    responses={**media("application/json", status=201), **errors(401, 403, 409)},
+    responses={
+        **media("application/json", model=schemas.BaselineCreated, status=201),
+        **errors(401, 403, 409),
+    },
     summary="Freeze a named baseline: the profile's run on the current data (API key needed)",
 )
 def create_baseline(request: Request, _: ApiKey, body: NewBaseline) -> ORJSONResponse:
@@ -62,7 +66,11 @@ def create_baseline(request: Request, _: ApiKey, body: NewBaseline) -> ORJSONRes
     return ORJSONResponse({**b.summary(), "location": url}, status_code=201, headers={"Location": url})
 
 
-@router.get("/baselines", responses=media("application/json"), summary="The stored baselines, newest first")
+@router.get(
+    "/baselines",
+    responses=media("application/json", model=schemas.Baselines),
+    summary="The stored baselines, newest first",
+)
 def list_baselines(request: Request) -> ORJSONResponse:
     """Each baseline's name, profile (id, hash), data version and epoch, run, boundary sets, creation time."""
     with request.app.state.engine.connect() as conn:
@@ -73,7 +81,9 @@ def list_baselines(request: Request) -> ORJSONResponse:
 Name = Annotated[str, PathParam(max_length=64, description="The baseline's name")]
 
 
-@router.get("/baselines/{name}", responses=media("application/json"), summary="One baseline")
+@router.get(
+    "/baselines/{name}", responses=media("application/json", model=schemas.Baseline), summary="One baseline"
+)
 def get_baseline(request: Request, name: Name) -> ORJSONResponse:
     """A baseline; 404 naming the ones there are."""
     with request.app.state.engine.connect() as conn:
@@ -82,7 +92,7 @@ def get_baseline(request: Request, name: Name) -> ORJSONResponse:
 
 @router.delete(
     "/baselines/{name}",
-    responses={**media("application/json"), **errors(401, 403)},
+    responses={**media("application/json", model=schemas.BaselineDeleted), **errors(401, 403)},
     summary="Delete a baseline (API key needed)",
 )
 def delete_baseline(request: Request, _: ApiKey, name: Name) -> ORJSONResponse:
@@ -98,7 +108,7 @@ class ChangesFormat(StrEnum):
 
 @router.get(
     "/priorities/changes",
-    responses=media("application/json", "text/csv"),
+    responses=media("application/json", "text/csv", model=schemas.PriorityChanges),
     summary="What changed in the priorities since a baseline: score, rank, tier, lead pillar, indicators",
 )
 def priority_changes(

@@ -349,6 +349,111 @@ class ScoreJob(_Strict):
     error: JobError | None = None
 
 
+# --- baselines ------------------------------------------------------------------------------------------
+
+
+class ProfileHash(_Strict):
+    """A profile's id and hash."""
+
+    id: str
+    hash: str
+
+
+class Baseline(_Strict):
+    """A frozen score run: the profile, the data version and epoch, the run, the boundary sets."""
+
+    name: str
+    description: str
+    profile: ProfileHash
+    data_version: str
+    epoch: int
+    run: int
+    sets: list[str]
+    created_at: str
+
+
+class BaselineCreated(Baseline):
+    """A baseline just frozen, with its URL."""
+
+    location: str
+
+
+class Baselines(Page):
+    """The stored baselines, newest first."""
+
+    items: list[Baseline]
+
+
+class BaselineDeleted(_Strict):
+    """The baseline that was deleted."""
+
+    deleted: Baseline
+
+
+class Standing(_Strict):
+    """A municipio's priority on one side of a comparison."""
+
+    ranked: bool | None
+    score: float | None
+    rank: int | None
+    tier: int | None
+    pillar: str | None
+
+
+class Change(_Strict):
+    """Now against then: positive is more priority (score now − then, rank then − now, tier then − now)."""
+
+    score: float | None
+    rank: int | None
+    tier: int | None
+    pillar: bool | None
+
+
+class IndicatorMoved(_Strict):
+    """An indicator whose value, period or contribution changed since the baseline."""
+
+    code: str
+    value_then: float | None
+    value_now: float | None
+    period_then: str | None
+    period_now: str | None
+    contribution_then: float | None
+    contribution_now: float | None
+    contribution_change: float | None
+    normalised_change: float | None
+
+
+class PriorityChange(_Strict):
+    """One municipio then and now."""
+
+    pcode: str
+    name: str
+    country: str
+    department: DepartmentRef
+    boundary_set: str
+    then: Standing
+    now: Standing
+    change: Change
+    indicators_moved: list[IndicatorMoved]
+
+
+class ComparedNow(_Strict):
+    """The side compared with the baseline: the profile, data version and run today."""
+
+    profile: ProfileHash
+    data_version: str
+    run: int
+
+
+class PriorityChanges(Page):
+    """What changed in the priorities since a baseline."""
+
+    baseline: Baseline
+    now: ComparedNow
+    counts: dict[str, int] = Field(description="Municipios whose rank, tier, pillar or ranking changed")
+    items: list[PriorityChange]
+
+
 # --- sources, indicators, values ------------------------------------------------------------------------
 
 

@@ -19,7 +19,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from app.ogc.collections import MUNICIPALITY_PROPS, PRIORITY_PROPS, TRACK_PROPS, ZONE_PROPS, Prop
+from app.ogc.collections import (
+    CHANGE_PROPS,
+    MUNICIPALITY_PROPS,
+    PRIORITY_PROPS,
+    TRACK_PROPS,
+    ZONE_PROPS,
+    Prop,
+)
 
 REF = "#/components/schemas/{model}"
 _PY_TYPES: dict[str, type] = {"string": str, "number": float, "integer": int, "boolean": bool}
@@ -171,6 +178,7 @@ GEOMETRY_OF = {
     "priorities": MultiPolygon,
     "zones": MultiPolygon,
     "hurricane-tracks": LineString,
+    "priority-changes": MultiPolygon,
 }
 
 AnyGeometry = Point | MultiPoint | LineString | MultiLineString | Polygon | MultiPolygon
@@ -294,6 +302,7 @@ STATIC_COLLECTIONS: dict[str, list[Prop]] = {
     "priorities": PRIORITY_PROPS,
     "hurricane-tracks": TRACK_PROPS,
     "zones": ZONE_PROPS,
+    "priority-changes": CHANGE_PROPS,
 }
 
 
