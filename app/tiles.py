@@ -183,6 +183,14 @@ def tile(conn: Connection, collection_id: str, z: int, x: int, y: int, run_id: i
     return bytes(conn.execute(text(_tile_sql(c, z)), params).scalar_one())
 
 
+def newest_baseline(conn: Connection) -> int | None:
+    """The id of the newest baseline of the default profile, which the `priority-changes` tiles compare with."""
+    found = conn.execute(
+        text("SELECT max(id) FROM baselines WHERE profile_id = :p"), {"p": DEFAULT_PROFILE}
+    ).scalar()
+    return int(found) if found is not None else None
+
+
 def boundary_version(conn: Connection) -> str:
     """A fingerprint of the default boundary sets: changes whenever one is reloaded or replaced."""
     return str(

@@ -289,3 +289,30 @@ def test_cli_create_list_diff(world: World, monkeypatch: pytest.MonkeyPatch) -> 
         assert gone.exit_code == 0
     finally:
         get_settings.cache_clear()
+
+
+def test_ogc_names_a_baseline_and_tiles_follow_the_newest(world: World) -> None:
+    c = world.client
+    r = c.get("/collections/priority-changes/items", params={"baseline": "nope"})
+    assert r.status_code == 404 and "start" in r.json()["description"]
+    assert c.get("/collections/municipalities/items", params={"baseline": "start"}).status_code == 400
+
+    def unit_change(**params: Any) -> Any:
+        r = c.get("/collections/priority-changes/items", params={"country": "SLV", "limit": 100, **params})
+        assert r.status_code == 200, r.text
+        return {f["id"]: f["properties"] for f in r.json()["features"]}[world.unit]["rank_change"]
+
+    assert unit_change(baseline="start") > 0
+    tile = "/tiles/priority-changes/5/8/14.mvt"
+    tag = c.get(tile).headers["ETag"]
+    baselines.create(world.engine, "after-the-change", None, description="newest")
+    try:
+        assert unit_change() == 0  # the newest baseline already has the change
+        assert unit_change(baseline="start") > 0  # a named one still compares with it
+        r = c.get(tile, headers={"If-None-Match": tag})
+        assert r.status_code == 200 and r.headers["ETag"] != tag  # a new baseline is a new tile
+        layer = mapbox_vector_tile.decode(r.content)["priority-changes"]
+        props = {f["properties"]["pcode"]: f["properties"] for f in layer["features"]}
+        assert props[world.unit].get("rank_change", 0) == 0
+    finally:
+        baselines.delete(world.engine, "after-the-change")

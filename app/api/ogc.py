@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import Connection, Engine
 
+from app import baselines
 from app.api.deps import ConnDep
 from app.api.responses import ORJSONResponse
 from app.errors import InvalidParameter
@@ -84,6 +85,11 @@ def _links_html(links: list[dict[str, Any]]) -> str:
     )
 
 
+def _extra(c: coll.Collection) -> tuple[str, ...]:
+    """Query parameters a collection takes beyond the standard ones: `baseline` for `priority-changes`."""
+    return ("baseline",) if c.id == "priority-changes" else ()
+
+
 def _context(request: Request, conn: Connection, c: coll.Collection) -> coll.Context:
     set_id = c.set_id or request.query_params.get("set") or None
     if set_id and set_id not in {x.set_id for x in coll.registry(conn).values() if x.set_id}:
@@ -92,7 +98,10 @@ def _context(request: Request, conn: Connection, c: coll.Collection) -> coll.Con
     if c.needs_run:
         engine: Engine = request.app.state.engine
         run = default_run(engine)
-    return coll.Context(set_id=set_id, run_id=run)
+    baseline = request.query_params.get("baseline") if c.id == "priority-changes" else None
+    if baseline:
+        baselines.get(conn, baseline)  # NotFound naming the baselines there are
+    return coll.Context(set_id=set_id, run_id=run, baseline=baseline or None)
 
 
 @router.get("/", summary="Landing page", include_in_schema=False)
@@ -205,8 +214,9 @@ def list_collections(request: Request, conn: ConnDep) -> Response:
 @router.get("/collections/{collection_id}", summary="One collection", include_in_schema=False)
 def get_collection(request: Request, conn: ConnDep, collection_id: str) -> Response:
     """A collection's metadata."""
-    _only(request, "set")
-    doc = _collection_doc(request, conn, coll.get(conn, collection_id))
+    c = coll.get(conn, collection_id)
+    _only(request, "set", *_extra(c))
+    doc = _collection_doc(request, conn, c)
     if _wants_html(request):
         return _page(
             doc["title"],
@@ -301,7 +311,7 @@ def get_items(request: Request, conn: ConnDep, collection_id: str) -> Response:
     properties, geometry=simplified|full. GeoJSON is assembled by PostgreSQL and streamed (see
     `features.items_json`); the envelope's counts and links follow the features."""
     c = coll.get(conn, collection_id)
-    _only(request, *features.RESERVED, properties=[p.name for p in c.props])
+    _only(request, *features.RESERVED, *_extra(c), properties=[p.name for p in c.props])
     params = dict(request.query_params)
     ctx = _context(request, conn, c)
     if _wants_html(request):
@@ -338,7 +348,7 @@ def get_items(request: Request, conn: ConnDep, collection_id: str) -> Response:
 def get_item(request: Request, conn: ConnDep, collection_id: str, feature_id: str) -> Response:
     """One feature by id."""
     c = coll.get(conn, collection_id)
-    _only(request, *features.ITEM_PARAMETERS)
+    _only(request, *features.ITEM_PARAMETERS, *_extra(c))
     ctx = _context(request, conn, c)
     if _wants_html(request):
         feat, _ = features.item(conn, c, ctx, feature_id, dict(request.query_params))

@@ -55,6 +55,7 @@ class Context:
 
     set_id: str | None = None
     run_id: int | None = None
+    baseline: str | None = None  # `priority-changes`: the baseline named by the request (default: the newest)
 
 
 @dataclass
@@ -232,7 +233,7 @@ ZONE_PROPS = [
 def _priority_changes(ctx: Context) -> Subquery:
     """The default profile's run against the newest baseline of the default profile (or `ctx.baseline`, a
     baseline's name, when the request names one): app.baselines' one SQL over `priority_items`."""
-    name = getattr(ctx, "baseline", None)
+    name = ctx.baseline
     then = (
         "(SELECT run_id FROM baselines WHERE name = :baseline)"
         if name
@@ -273,6 +274,7 @@ CHANGE_PROPS = [
 ]
 
 
+WORLD = [-180.0, -90.0, 180.0, 90.0]  # the extent of a collection without features
 _cache: dict[tuple[str, int], dict[Any, Any]] = {}  # (database, data epoch) -> registry and extents
 
 
@@ -372,10 +374,13 @@ def columns(sub: Subquery, c: Collection) -> dict[str, ColumnElement[Any]]:
 def extent(conn: Connection, c: Collection, ctx: Context) -> list[float]:
     """The bounding box of the collection's features in CRS84 (computed once per data epoch and run)."""
     cache = _epoch_cache(conn)
-    key = ("extent", c.id, ctx.set_id, ctx.run_id)
-    if key not in cache:
-        cache[key] = _extent(conn, c, ctx)
-    box: list[float] = cache[key]
+    key = ("extent", c.id, ctx.set_id, ctx.run_id, ctx.baseline)
+    if key in cache:
+        cached: list[float] = cache[key]
+        return cached
+    box = _extent(conn, c, ctx)
+    if box != WORLD:  # an empty collection (priority-changes before a baseline) is not kept: it may fill
+        cache[key] = box
     return box
 
 
@@ -389,4 +394,4 @@ def _extent(conn: Connection, c: Collection, ctx: Context) -> list[float]:
             func.ST_YMax(func.ST_Extent(sub.c.geom)),
         )
     ).one()
-    return [round(v, 5) for v in box] if box[0] is not None else [-180.0, -90.0, 180.0, 90.0]
+    return [round(v, 5) for v in box] if box[0] is not None else list(WORLD)
