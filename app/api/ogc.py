@@ -414,15 +414,21 @@ def _filter_param(p: coll.Prop) -> dict[str, Any]:
 def _items_paths(ref: dict[str, dict[str, str]]) -> dict[str, Any]:
     """The items and feature paths: one typed pair per static collection, then the generic pair."""
     item_params = ("crs", "properties", "geometry", "f")
+    baseline = _param(
+        "baseline", {"type": "string"}, "A baseline's name (GET /v1/baselines); default: the newest one."
+    )
     paths: dict[str, Any] = {}
     for cid, props in ogc_schemas.STATIC_COLLECTIONS.items():
         feature, page = ogc_schemas.feature_schema_names(cid)
         op = feature[0].lower() + feature[1:].removesuffix("Feature")
+        extra = [baseline] if cid == "priority-changes" else []
         paths[f"/collections/{cid}/items"] = {
             "get": {
                 "summary": f"Features of {cid}",
                 "operationId": f"{op}GetFeatures",
-                "parameters": [ref[k] for k in features.ITEMS_PARAMETERS] + [_filter_param(p) for p in props],
+                "parameters": [ref[k] for k in features.ITEMS_PARAMETERS]
+                + [_filter_param(p) for p in props]
+                + extra,
                 "responses": _ok("Features", "application/geo+json", page),
             }
         }
@@ -430,7 +436,7 @@ def _items_paths(ref: dict[str, dict[str, str]]) -> dict[str, Any]:
             "get": {
                 "summary": f"One feature of {cid}",
                 "operationId": f"{op}GetFeature",
-                "parameters": [ref["featureId"], *(ref[k] for k in item_params)],
+                "parameters": [ref["featureId"], *(ref[k] for k in item_params), *extra],
                 "responses": _ok("A feature", "application/geo+json", feature),
             }
         }
