@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg_pool
@@ -32,10 +32,14 @@ from sqlalchemy.engine import URL
 
 from app.db import transaction
 from app.errors import DatabaseUnavailable, InvalidParameter, InvalidProfile, RaicesError
-from app.scoring import data as scoring_data
-from app.scoring import service
 from app.scoring.profile import Profile
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.scoring import service
+
+# app.scoring.service and .data (pandas, scipy, libpysal, geopandas) are imported where a job or a stored-run
+# lookup needs them, not here: app.main imports this module, and the server answers /health without them
 
 log = logging.getLogger("app.jobs")
 
@@ -102,6 +106,8 @@ def compute(
 ) -> int:
     """The job's work: the stored run of this scenario (computed when missing, older scenarios pruned). A
     failure is recorded for the pollers with a client-safe message, then re-raised so the job fails."""
+    from app.scoring import service
+
     try:
         profile = Profile.model_validate_json(profile_json)
         return service.ensure_run(engine, profile, sets, retention=retention)
@@ -130,12 +136,14 @@ def make_queue(
             kwargs={"connect_timeout": settings.db_connect_timeout},
         )
     queue = procrastinate.App(connector=connector)
-    retention = service.Retention.from_settings(settings)
 
     @queue.task(name=TASK, queue=QUEUE, pass_context=True)
     def compute_run(context: procrastinate.JobContext, profile_json: str, sets: list[str]) -> int:
         """Score one scenario (a sync task: procrastinate runs it in a thread, off the event loop)."""
+        from app.scoring import service
+
         assert context.job.id is not None
+        retention = service.Retention.from_settings(settings)
         return compute(engine, retention, context.job.id, profile_json, sets)
 
     keep_hours = max(1, round(settings.scenario_runs_max_age_hours))
@@ -232,6 +240,9 @@ class Scenarios:
     def stored_run(self, profile: Profile, set_ids: list[str] | None) -> tuple[list[str], int | None]:
         """The boundary sets (the default ones when none are given) and the stored run on the current data,
         if any. Checked before any job is made: unknown sets are a 400, unknown indicators a 422."""
+        from app.scoring import data as scoring_data
+        from app.scoring import service
+
         with self.engine.connect() as conn:
             sets = sorted(set_ids or scoring_data.default_sets(conn))
             known = set(conn.execute(text("SELECT id FROM boundary_sets")).scalars())

@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from scipy import stats
 from sqlalchemy import Connection, Engine, text
 
 from app import indicators
@@ -588,6 +587,8 @@ def _p(value: float) -> float:
 
 def spearman_interval(x: np.ndarray, y: np.ndarray, *, resamples: int, seed: int) -> dict[str, Any]:
     """Spearman's rho of x and y with its 95 % percentile bootstrap interval (pairs resampled, seeded)."""
+    from scipy import stats  # here: the API starts without scipy.stats
+
     n = len(x)
     out: dict[str, Any] = {"rho": None, "ci95": None, "n": n, "resamples": resamples, "seed": seed}
     if n < MIN_PAIRS:
@@ -613,6 +614,8 @@ def spearman_interval(x: np.ndarray, y: np.ndarray, *, resamples: int, seed: int
 
 def top_k_overlap(ref_order: list[str], profile_order: list[str], k: int) -> dict[str, Any]:
     """How many of the reference's top k are among the profile's top k, against the hypergeometric chance."""
+    from scipy import stats  # here: the API starts without scipy.stats
+
     n = len(ref_order)
     k = min(k, n)
     if k >= n:
@@ -635,6 +638,8 @@ def top_k_overlap(ref_order: list[str], profile_order: list[str], k: int) -> dic
 
 def tier1_hit_rate(ref_top: list[str], tiers: pd.Series, ranked: int, tier1: int) -> dict[str, Any]:
     """Share of the reference's top units in tier 1, against a hypergeometric draw from the country."""
+    from scipy import stats  # here: the API starts without scipy.stats
+
     k = len(ref_top)
     hits = int((tiers.reindex(ref_top) == 1).sum())
     return {
@@ -650,6 +655,8 @@ def tier1_hit_rate(ref_top: list[str], tiers: pd.Series, ranked: int, tier1: int
 
 
 def _disagreements(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, m: int) -> list[dict[str, Any]]:
+    from scipy import stats  # here: the API starts without scipy.stats
+
     ref_rank = stats.rankdata(-x)
     prof_rank = stats.rankdata(-y)
     diff = ref_rank - prof_rank

@@ -79,8 +79,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.special import ndtr
-from scipy.stats import rankdata
 
 from app.errors import InvalidParameter
 from app.scoring.profile import PILLARS, Aggregation, IndicatorWeight, Normaliser, Profile
@@ -322,6 +320,9 @@ def normalise_block(v: FloatArray, item: IndicatorWeight, direction: int, method
         span = v.max(axis=0) - low
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(span > 0, (v - low) / np.where(span > 0, span, 1.0), 0.5)
+    from scipy.special import ndtr
+    from scipy.stats import rankdata  # here, not at the top: the API starts without scipy.stats
+
     if method == "rank":
         return (rankdata(v, method="average", axis=0) - 1.0) / (n - 1) if n > 1 else np.full_like(v, 0.5)
     sd = np.std(v, ddof=1, axis=0) if n > 1 else np.zeros(v.shape[1])
@@ -607,6 +608,8 @@ def nullable_int(values: IntArray, keep: BoolArray) -> pd.arrays.IntegerArray:
 def pillar_percentiles(lay: Layout, subs: FloatArray, groups: IntArray) -> tuple[FloatArray, IntArray]:
     """Per pillar (rows, in `lay.pillars` order) and unit: the within-group percentile of its sub-score
     (NaN without data) and its descending rank among the group's units with data (-1 without data)."""
+    from scipy.stats import rankdata
+
     start = 1 if lay.has_migration else 0
     n = subs.shape[1]
     pct = np.full((len(lay.pillars), n), np.nan)

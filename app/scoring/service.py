@@ -13,10 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
-import libpysal
 import numpy as np
 import orjson
 import pandas as pd
@@ -26,12 +24,18 @@ from sqlalchemy import Connection, Engine, text
 from app.db import transaction
 from app.errors import InvalidParameter, NotFound
 from app.scoring import data as scoring_data
-from app.scoring import empirical
 from app.scoring.engine import score, survey_memo
 from app.scoring.profile import PILLARS, Profile
-from app.scoring.spatial import contiguity, hotspots, zone_areas_km2, zones
 from app.scoring.uncertainty import rank_uncertainty, rank_variance_shares, sensitivity
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import libpysal
+
+# geopandas, libpysal (scikit-learn through libpysal.graph) and scikit-learn for empirical weights are
+# imported by the functions that compute a run: the API, the CLI and the job worker import this module for
+# profiles and stored runs, and start without them
 
 DEFAULT_PROFILE = "root-causes-2021"
 RUN_LOCK = 7_242_025
@@ -103,6 +107,8 @@ def geography(conn: Connection, set_ids: list[str]) -> Geography:
 
 
 def _geography(conn: Connection, set_ids: list[str]) -> Geography:
+    import geopandas as gpd
+
     frame = (
         gpd.read_postgis(
             text(
@@ -121,6 +127,8 @@ def _geography(conn: Connection, set_ids: list[str]) -> Geography:
 
 def geography_of(frame: gpd.GeoDataFrame) -> Geography:
     """Contiguity and areas of units with a unique "key" column (the index) and a geometry."""
+    from app.scoring.spatial import contiguity, zone_areas_km2
+
     with warnings.catch_warnings():  # islands (Guanaja, Utila, Amapala) are expected, not news
         warnings.filterwarnings("ignore", message="The weights matrix is not fully connected")
         w = contiguity(frame, id_column="key")
@@ -167,6 +175,9 @@ def _compute_on(
     geo_units: Geography,
     fit_vintage: dict[str, list[str]] | None,
 ) -> dict[str, Any]:
+    from app.scoring import empirical
+    from app.scoring.spatial import hotspots, zones
+
     fit: dict[str, Any] | None = None
     with survey_memo(d.matrix):
         if profile.empirical is not None:

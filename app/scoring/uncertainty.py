@@ -55,8 +55,6 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from SALib.analyze import sobol as sobol_analyze
-from SALib.sample import sobol as sobol_sample
 from threadpoolctl import threadpool_limits
 
 from app.errors import InvalidParameter
@@ -452,6 +450,10 @@ def sensitivity(
     indices = {k: np.zeros(len(factors)) for k in ("S1", "S1_conf", "ST", "ST_conf")}
     varying = [f for f, factor in enumerate(factors) if factor.high > factor.low]
     if varying:
+        # SALib imports scipy.stats (seconds): here, so that the API and the CLI start without it
+        from SALib.analyze import sobol as sobol_analyze
+        from SALib.sample import sobol as sobol_sample
+
         problem = {
             "num_vars": len(varying),
             "names": [factors[f].name for f in varying],
