@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
+from app.cache import Memo, data_epoch
 from app.errors import InvalidParameter, NotFound
 from app.text import name_key
 
@@ -134,10 +135,24 @@ def _item(row: Any) -> dict[str, Any]:
     }
 
 
+_memo = Memo(512)
+
+
 def list_municipalities(
     conn: Connection, f: UnitFilter, *, limit: int, offset: int, geometry: str | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Total matching municipios and one page of them, ordered by country and P-code."""
+    """Total matching municipios and one page of them, ordered by country and P-code (remembered per data
+    epoch: boundaries change only through a load, which bumps it)."""
+    key = ("municipalities", data_epoch(conn), f, limit, offset, geometry)
+    result: tuple[int, list[dict[str, Any]]] = _memo.get(
+        conn, key, lambda: _list_municipalities(conn, f, limit=limit, offset=offset, geometry=geometry)
+    )
+    return result
+
+
+def _list_municipalities(
+    conn: Connection, f: UnitFilter, *, limit: int, offset: int, geometry: str | None
+) -> tuple[int, list[dict[str, Any]]]:
     where, params = _where(f, conn)
     total = conn.execute(text(f"SELECT count(*) {_UNIT_FROM} WHERE {where}"), params).scalar_one()
     geom_sql = ""

@@ -32,7 +32,7 @@ def one_unranked(fresh: Any) -> tuple[TestClient, str, tuple[float, float]]:
     """A copy of the loaded data where one Guatemalan municipio has lost its municipal values (the epoch is
     bumped as a load would), so the default profile cannot rank it."""
     engine, settings = fresh
-    pcode = "GT0108"  # Chinautla, beside the capital
+    pcode = "GT0108"  # Mixco, beside the capital
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM observations WHERE pcode = :p"), {"p": pcode})
         bump_epoch(conn, "test: drop one municipio's values")
@@ -99,3 +99,24 @@ def test_storms_read_the_same_through_the_api_and_ogc(client: TestClient) -> Non
     assert ogc["properties"]["fixes"] == mitch["fixes"] > 0
     one = client.get("/v1/hazards/storms/mitch-1998").json()
     assert one["fixes"] == len(one["fix_list"]) == mitch["fixes"]
+
+
+def test_remembered_answers_follow_the_data(fresh: Any) -> None:
+    """Planner answers are remembered per run or data epoch (app.cache): a load that writes moves the epoch,
+    and the next answer is the new one."""
+    engine, settings = fresh
+    with TestClient(create_app(settings, engine)) as client:
+        top = client.get("/v1/priorities", params={"country": "GTM", "top": 1}).json()["items"][0]
+        found = client.get("/v1/municipalities", params={"q": "chinautla"}).json()["items"]
+        assert [u["name"] for u in found] == ["Chinautla"]
+        assert client.get("/v1/priorities", params={"country": "GTM", "top": 1}).json()["items"][0] == top
+        with engine.begin() as conn:  # as a load does: values and names change with the epoch
+            conn.execute(text("DELETE FROM observations WHERE pcode = :p"), {"p": top["pcode"]})
+            conn.execute(text("UPDATE admin_units SET name = 'Chinautla (renamed)' WHERE pcode = 'GT0106'"))
+            bump_epoch(conn, "test: a load")
+        after = client.get("/v1/priorities", params={"country": "GTM", "top": 1}).json()["items"][0]
+        assert after["pcode"] != top["pcode"]
+        found = client.get("/v1/municipalities", params={"q": "chinautla"}).json()["items"]
+        assert [u["name"] for u in found] == ["Chinautla (renamed)"]
+        explained = client.get(f"/v1/municipalities/{top['pcode']}/score").json()
+        assert explained["ranked"] is False and explained["score"] is None

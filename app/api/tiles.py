@@ -19,7 +19,10 @@ from app import tiles
 from app.api import schemas
 from app.api.deps import ConnDep, get_engine
 from app.api.responses import COMMON_ERRORS, ORJSONResponse, media
+from app.cache import Memo
 from app.scoring.service import default_run
+
+_tiles = Memo(1024)  # rendered tiles by ETag, least recently used first out
 
 router = APIRouter(tags=["vector tiles"], responses=COMMON_ERRORS)
 
@@ -106,4 +109,6 @@ def tile(
     headers = {"ETag": tag, "Cache-Control": TILE_CACHE_CONTROL}
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
-    return Response(tiles.tile(conn, c.id, z, x, y, run), media_type=MVT_MEDIA_TYPE, headers=headers)
+    # the ETag names everything a tile depends on (data, run, baseline), so the bytes are remembered under it
+    body = _tiles.get(conn, (tag,), lambda: tiles.tile(conn, c.id, z, x, y, run))
+    return Response(body, media_type=MVT_MEDIA_TYPE, headers=headers)

@@ -58,8 +58,14 @@ def _links(request: Request, total: int, limit: int, offset: int) -> list[dict[s
 
 
 def _feature(item: dict[str, Any]) -> dict[str, Any]:
-    geometry = item.pop("geometry", None)
-    return {"type": "Feature", "id": item["pcode"], "geometry": geometry, "properties": item}
+    """A GeoJSON feature of an item (not mutated: list answers are shared, see app.cache)."""
+    properties = {k: v for k, v in item.items() if k != "geometry"}
+    return {
+        "type": "Feature",
+        "id": item["pcode"],
+        "geometry": item.get("geometry"),
+        "properties": properties,
+    }
 
 
 @router.get(

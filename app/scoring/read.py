@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
 
+from app.cache import Memo
 from app.errors import InvalidParameter, NotFound
 from app.queries import COUNTRIES
 from app.scoring.profile import PILLARS
@@ -144,39 +142,17 @@ def _where(f: PriorityFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses), params
 
 
-class _Memo:
-    """The last answers of reads of stored runs, least recently used first out. A stored run never changes
-    (its rows are written once, in the transaction that creates it, and run ids are never reused), so an
-    answer keyed by database, run and request stays true for as long as the run is the one served; the
-    lookup of that run (`service.ensure_run`) reads the data epoch on every request."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, conn: Connection, key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
-        full = (conn.engine.url.render_as_string(hide_password=True), *key)
-        with self.lock:
-            if full in self.entries:
-                self.entries.move_to_end(full)
-                return self.entries[full]
-        value = compute()
-        with self.lock:
-            self.entries[full] = value
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return value
-
-
-_memo = _Memo(256)
+# a stored run never changes (its rows are written once, in the transaction that creates it, and run ids are
+# never reused), so its answers are remembered per database, run and request; the lookup of the run
+# (`service.ensure_run`) reads the data epoch on every request
+_memo = Memo(256)
 
 
 def priorities(
     conn: Connection, run: int, f: PriorityFilter, *, limit: int, offset: int, geometry: bool = False
 ) -> tuple[int, list[dict[str, Any]], list[str | None]]:
     """Total, one page of ranked municipios (by country, then rank) and, on request, their GeoJSON geometry
-    (remembered per run and request: see `_Memo`)."""
+    (remembered per run and request)."""
     result: tuple[int, list[dict[str, Any]], list[str | None]] = _memo.get(
         conn,
         ("priorities", run, f, limit, offset, geometry),
