@@ -68,7 +68,7 @@ def test_a_unit_takes_its_latest_period_with_a_value(fresh: tuple[Engine, Settin
     v = after.matrix.values
     assert _cell(v, newer, code) == 12345.0
     assert _cell(after.periods, newer, code) == "9999"
-    assert _cell(v, missing, code) == _cell(before, before.matrix.values, missing, code)  # older stands
+    assert _cell(v, missing, code) == _cell(before.matrix.values, missing, code)  # older stands
     assert _cell(after.periods, missing, code) == _cell(before.periods, missing, code)
     assert pd.isna(_cell(v, flagged, code))  # an older period does not stand in for it
     others = [k for k in v.index if k.split("/", 1)[1] not in (newer, missing, flagged)]
