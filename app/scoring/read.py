@@ -251,23 +251,32 @@ def explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     return out
 
 
+_tables = Memo(8)  # whole runs (a few hundred kB each), for explanations
+
+
+def _run_rows(conn: Connection, run: int) -> dict[str, Any]:
+    """Every row of a run by P-code, read once per run: an explanation compares a municipio with every
+    other of its country, so one read of the run serves them all."""
+    rows: dict[str, Any] = _tables.get(
+        conn,
+        ("rows", run),
+        lambda: {
+            r.pcode: r
+            for r in conn.execute(text(f"SELECT {_ITEM} {_FROM} WHERE p.run_id = :run"), {"run": run})
+        },
+    )
+    return rows
+
+
 def _explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
-    row = conn.execute(
-        text(f"SELECT {_ITEM} {_FROM} WHERE p.run_id = :run AND p.pcode = :pcode"),
-        {"run": run, "pcode": pcode.strip().upper()},
-    ).first()
+    rows = _run_rows(conn, run)
+    row = rows.get(pcode.strip().upper())
     if row is None:
         raise NotFound(
             f"No score for '{pcode}' in this profile's boundary sets. List them at /v1/priorities."
         )
     out = item(row)
-    others = conn.execute(
-        text(
-            "SELECT p.pcode, p.name, p.score, p.rank, p.pillar, p.pillar_scores, p.migration "
-            f"{_FROM} WHERE p.run_id = :run AND p.country = :c AND p.pcode <> :p AND p.ranked"
-        ),
-        {"run": run, "c": row.country, "p": row.pcode},
-    )
+    others = [o for o in rows.values() if o.country == row.country and o.pcode != row.pcode and o.ranked]
     mine = {**row.pillar_scores, "migration": row.migration}
     distances = []
     for o in others:
