@@ -77,6 +77,10 @@ def configure(settings: Settings) -> None:
         handler.name = HANDLER_NAME
         root.addHandler(handler)
     handler.setFormatter(formatter(settings))
+    # procrastinate logs each job's arguments at INFO, here a whole scoring profile (kilobytes) per line;
+    # its warnings and errors still come through, and everything at DEBUG
+    quiet = logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING
+    logging.getLogger("procrastinate").setLevel(quiet)
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         if logger.handlers:  # uvicorn configured it (a disabled access log has none: left disabled)
