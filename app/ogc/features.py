@@ -228,17 +228,17 @@ def _feature_sql(
         g = f"ST_Transform({g}, {int(srid)})"
     if lat_first:
         g = f"ST_FlipCoordinates({g})"
-    parts = [
-        """'{"type":"Feature","id":'""",
-        _json_text(f'"{alias}".fid'),
-        """',"geometry":'""",
-        f"coalesce(ST_AsGeoJSON({g}, {int(decimals)}, 0), 'null')",  # options 0: no "crs" member
-        """',"properties":{'""",
-    ]
+    # the geometry (kilobytes) goes last: each `||` copies the text built so far, so putting it first made
+    # every property copy it again (measured: the properties cost twice the geometry's own encoding)
+    parts = ["""'{"type":"Feature","id":'""", _json_text(f'"{alias}".fid'), """',"properties":{'"""]
     for i, (name, prop_type) in enumerate(props):
         parts += [f"""'{"," if i else ""}"{name}":'""", _json_text(f'"{alias}"."{name}"', prop_type)]
-    parts.append("'}}'")
-    return " || ".join(parts)
+    parts += [
+        """'},"geometry":'""",
+        f"coalesce(ST_AsGeoJSON({g}, {int(decimals)}, 0), 'null')",  # options 0: no "crs" member
+        "'}'",
+    ]
+    return "(" + " || ".join(parts[:-2]) + ") || " + " || ".join(parts[-2:])
 
 
 def _feature_json(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
