@@ -33,8 +33,10 @@ db: $(STAMP) $(NODE_STAMP) ## Start (or reuse) the local PostGIS cluster, migrat
 	$(BIN)/raices load all --missing
 	$(BIN)/raices score --top 5
 
-run: db ## Set everything up and serve on http://127.0.0.1:$(PORT)
-	$(BIN)/raices serve --port $(PORT)
+# run does what db does in the serving process (one Python start-up, not five): start the cluster, migrate and
+# load only when something is missing, then serve; the default profile is scored once /health answers
+run: $(STAMP) $(NODE_STAMP) ## Set everything up and serve on http://127.0.0.1:$(PORT)
+	$(BIN)/raices serve --prepare --port $(PORT)
 
 stop: ## Stop the local PostGIS cluster
 	@if [ -x $(BIN)/raices ]; then $(BIN)/raices db stop; else echo "Nothing to stop (no .venv)."; fi

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +43,10 @@ def db_start(
     ] = True,
 ) -> None:
     """Start (or reuse) the local PostGIS cluster under .data/ unless DATABASE_URL is set."""
+    _db_start(install)
+
+
+def _db_start(install: bool) -> None:
     from app.cluster import Cluster, ensure_postgis, pg_bindir
 
     settings = get_settings()
@@ -133,8 +140,7 @@ def load(
 ) -> None:
     """Load a source (or all bundled sources), or a table or raster of your own, atomically."""
     from app.db import make_engine
-    from app.ingest.run import load_source, loadable_ids, loaded_source_ids
-    from app.sources import load_manifest
+    from app.ingest.run import loadable_ids
 
     settings = get_settings()
     try:
@@ -164,35 +170,50 @@ def load(
                 force,
             )
             return
-        manifest = load_manifest(settings.manifest)
         ids = loadable_ids() if source == "all" else [source]
         if source == "all" and missing:
-            done = loaded_source_ids(engine)
-            ids = [i for i in ids if i not in done]
+            ids = _missing_sources(engine)
             if not ids:
                 console.print(
                     "Every bundled source is loaded; nothing to do (`raices load all --force` reloads)."
                 )
                 return
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            for sid in ids:
-                task = bar.add_task(f"{sid}: resolving files")
-
-                def step(msg: str, t: TaskID = task, s: str = sid) -> None:
-                    bar.update(t, description=f"{s}: {msg}")
-
-                report = load_source(engine, settings, sid, force=force, sources=manifest, progress=step)
-                bar.remove_task(task)
-                _print_report(sid, report)
+        _load_sources(engine, settings, ids, force=force)
         engine.dispose()
     except RaicesError as exc:
         _fail(exc)
+
+
+def _missing_sources(engine: Any) -> list[str]:
+    """The bundled sources never loaded, in load order (a query: no loader is imported)."""
+    from app.ingest.run import loadable_ids, loaded_source_ids
+
+    done = loaded_source_ids(engine)
+    return [i for i in loadable_ids() if i not in done]
+
+
+def _load_sources(engine: Any, settings: Any, ids: list[str], *, force: bool = False) -> None:
+    """Load these sources in order, a spinner per source and a report line after each."""
+    from app.ingest.run import load_source
+    from app.sources import load_manifest
+
+    manifest = load_manifest(settings.manifest)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        for sid in ids:
+            task = bar.add_task(f"{sid}: resolving files")
+
+            def step(msg: str, t: TaskID = task, s: str = sid) -> None:
+                bar.update(t, description=f"{s}: {msg}")
+
+            report = load_source(engine, settings, sid, force=force, sources=manifest, progress=step)
+            bar.remove_task(task)
+            _print_report(sid, report)
 
 
 def _print_report(label: str, report: Any) -> None:
@@ -279,8 +300,7 @@ def score_cmd(
 
     from pydantic import ValidationError
 
-    from app.db import make_engine
-    from app.scoring import read, service
+    from app.scoring import service
     from app.scoring.profile import Profile
 
     settings = get_settings()
@@ -293,8 +313,25 @@ def score_cmd(
             except (OSError, json.JSONDecodeError, ValidationError) as exc:
                 err.print(f"[bold red]error:[/] {profile} is not a valid profile: {exc}", highlight=False)
                 raise typer.Exit(code=2) from None
-        engine = make_engine(settings)
-        with console.status(f"scoring {spec.id} ({spec.draws} Monte Carlo draws, hotspots, zones)…"):
+        _score_and_print(settings, spec, country, top, set_id)
+    except RaicesError as exc:
+        _fail(exc)
+
+
+def _score_and_print(
+    settings: Any, spec: Any, country: str | None, top: int, set_id: str | None, status: bool = True
+) -> None:
+    """Score a profile (a stored run when there is one) and print its top `top` per country."""
+    from app.db import make_engine
+    from app.scoring import read, service
+
+    engine = make_engine(settings)
+    try:
+        with (
+            console.status(f"scoring {spec.id} ({spec.draws} Monte Carlo draws, hotspots, zones)…")
+            if status
+            else contextlib.nullcontext()
+        ):
             run = service.ensure_run(
                 engine,
                 spec,
@@ -305,9 +342,8 @@ def score_cmd(
             f = read.PriorityFilter.parse(country, None, None, None, top)
             _, items, _ = read.priorities(conn, run, f, limit=10000, offset=0)
         fit = service.run_fit(engine, run)
+    finally:
         engine.dispose()
-    except RaicesError as exc:
-        _fail(exc)
     console.print(f"profile {spec.id} (hash {spec.hash()})", highlight=False)
     if fit:
         _print_fit(fit)
@@ -605,6 +641,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Default: RAICES_HOST or 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="Default: PORT or 8000")] = None,
     workers: Annotated[int, typer.Option(min=1)] = 1,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare",
+            help="First do what `make db` does, in this process: start the local cluster, migrate, load "
+            "what is missing; the default profile is scored once /health answers (what `make run` does)",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API with uvicorn."""
     import uvicorn
@@ -612,6 +656,17 @@ def serve(
     from app.logs import uvicorn_config
 
     settings = get_settings()
+    if prepare:
+        _prepare(settings)
+        host_for_poll = (
+            "127.0.0.1" if (host or settings.host) in ("0.0.0.0", "::") else (host or settings.host)
+        )
+        threading.Thread(
+            target=_score_when_healthy,
+            args=(settings, f"http://{host_for_poll}:{port or settings.port}/health"),
+            name="raices-prepare-score",
+            daemon=True,
+        ).start()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # each worker writes its metrics to files here and /metrics sums them (set before any import of
         # prometheus_client in the workers, which inherit the environment)
@@ -625,6 +680,57 @@ def serve(
         log_level=settings.log_level.lower(),
         log_config=uvicorn_config(settings),  # RAICES_LOG_FORMAT from the first line uvicorn writes
     )
+
+
+def _prepare(settings: Any) -> None:
+    """`make db` in one process, each step a cheap check first: start (or reuse) the local cluster, apply the
+    migrations when the database is behind, load the bundled sources never loaded (as
+    `raices load all --missing`). No scoring stack and no loader is imported when there is nothing to do."""
+    from app.db import current_revision, database_url, head_revision, make_engine, upgrade
+
+    _db_start(install=True)
+    try:
+        engine = make_engine(settings)
+        with engine.connect() as conn:
+            behind = current_revision(conn) != head_revision()
+        if behind:
+            console.print("Applying the migrations…")
+            upgrade(database_url(settings))
+        ids = _missing_sources(engine)
+        if ids:
+            _load_sources(engine, settings, ids)
+        else:
+            console.print(
+                "Every bundled source is loaded; nothing to do (`raices load all --force` reloads)."
+            )
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+
+
+def _score_when_healthy(settings: Any, health_url: str) -> None:
+    """Once the server answers /health: score the default profile (a stored run when the data have not
+    changed) and print the top 5 of each country, as `raices score --top 5` in `make db`. A request that
+    needs the run meanwhile computes it (one run: ensure_run locks), so the server need not wait for this."""
+    import urllib.error
+    import urllib.request
+
+    while True:
+        try:
+            with urllib.request.urlopen(health_url, timeout=5) as resp:
+                if resp.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    from app.scoring import service
+
+    try:
+        _score_and_print(
+            settings, service.profile_by_id(service.DEFAULT_PROFILE), None, 5, None, status=False
+        )
+    except RaicesError as exc:
+        err.print(f"[bold red]error:[/] scoring the default profile: {exc.message}", highlight=False)
 
 
 @app.command("worker")

@@ -1,33 +1,37 @@
-"""Which source loads how: the entry points used by the CLI, the API and the tests."""
+"""Which source loads how: the entry points used by the CLI, the API and the tests.
+
+The loaders (pandas, geopandas, rasterio, scipy through the series) are imported when a source is loaded:
+deciding what is missing (`raices load all --missing`, `raices serve --prepare`) is a query, not seconds of
+imports.
+"""
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Connection, Engine, text
 
 from app.errors import SourceError
-from app.ingest.a2sit import prepare_a2sit
-from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
-from app.ingest.census import prepare_department_census, prepare_hnd_emr, prepare_slv_census
-from app.ingest.common import Progress, no_progress
-from app.ingest.desinventar import prepare_desinventar
-from app.ingest.dry_corridor import prepare_dry_corridor
-from app.ingest.gtm_mvi import prepare_gtm_population
-from app.ingest.hazards import prepare_hurricanes
-from app.ingest.iudpas import prepare_iudpas
-from app.ingest.layers import Indicator, Layer, LayerReport, indicator_definition, load_catalogue, store_layer
-from app.ingest.segeplan import prepare_segeplan_pdh
-from app.ingest.series import SERIES_INDICATORS
-from app.ingest.slv_censo2007 import prepare_slv_censo2007
-from app.ingest.store import LoadReport, store
 from app.settings import Settings
 from app.sources import Resolver, Source, load_manifest
 
-LayerPreparer = Callable[
-    [Connection, Settings, dict[str, Source], Resolver, dict[str, Indicator], Progress], Layer
-]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from app.ingest.common import Progress
+    from app.ingest.layers import Indicator, Layer, LayerReport
+    from app.ingest.store import LoadReport
+
+    LayerPreparer = Callable[
+        [Connection, Settings, dict[str, Source], Resolver, dict[str, Indicator], Progress], Layer
+    ]
+    Report = LoadReport | LayerReport
+
+# the keys of app.ingest.boundaries.BOUNDARY_LOADERS, in load order, without importing it (geopandas);
+# tests/test_startup.py checks that they agree
+BOUNDARY_SOURCES = ("gtm-minfin", "slv-codab-2021", "hnd-a2sit")
 
 
 def _a2sit(
@@ -39,33 +43,40 @@ def _a2sit(
     progress: Progress,
 ) -> Layer:
     """The Guatemala template, dated and attributed by UNHCR Guatemala's MVI metadata (gtm-mvi-unhcr)."""
+    from app.ingest.a2sit import prepare_a2sit
+
     return prepare_a2sit(
         conn, sources["gtm-a2sit"], resolver, catalogue, progress, metadata=sources.get("gtm-mvi-unhcr")
     )
 
 
 # indicator and hazard sources, loaded after the boundaries, in this order
-# (populations first: later loaders use them as denominators and cross-checks)
-LAYER_LOADERS: dict[str, LayerPreparer] = {
-    "gtm-mvi-unhcr": prepare_gtm_population,
-    "gtm-a2sit": _a2sit,
-    "gtm-segeplan-pdh": prepare_segeplan_pdh,
-    "gtm-desinventar": prepare_desinventar,
-    "hnd-iudpas-2014": prepare_iudpas,
-    "slv-censo2024": prepare_slv_census,
-    "slv-censo2007": prepare_slv_censo2007,
-    "slv-dry-corridor-mag": prepare_dry_corridor,
-    "hnd-emr2023": prepare_hnd_emr,
-    "department-census": prepare_department_census,
-    "hurdat2-dplyr": prepare_hurricanes,
+# (populations first: later loaders use them as denominators and cross-checks); "module:function",
+# imported when the source is loaded
+LAYER_LOADERS: dict[str, str] = {
+    "gtm-mvi-unhcr": "app.ingest.gtm_mvi:prepare_gtm_population",
+    "gtm-a2sit": "app.ingest.run:_a2sit",
+    "gtm-segeplan-pdh": "app.ingest.segeplan:prepare_segeplan_pdh",
+    "gtm-desinventar": "app.ingest.desinventar:prepare_desinventar",
+    "hnd-iudpas-2014": "app.ingest.iudpas:prepare_iudpas",
+    "slv-censo2024": "app.ingest.census:prepare_slv_census",
+    "slv-censo2007": "app.ingest.slv_censo2007:prepare_slv_censo2007",
+    "slv-dry-corridor-mag": "app.ingest.dry_corridor:prepare_dry_corridor",
+    "hnd-emr2023": "app.ingest.census:prepare_hnd_emr",
+    "department-census": "app.ingest.census:prepare_department_census",
+    "hurdat2-dplyr": "app.ingest.hazards:prepare_hurricanes",
 }
 
-Report = LoadReport | LayerReport
+
+def layer_loader(loader_id: str) -> LayerPreparer:
+    """The prepare function of an indicator or hazard source (imported now)."""
+    module, name = LAYER_LOADERS[loader_id].split(":")
+    return cast("LayerPreparer", getattr(importlib.import_module(module), name))
 
 
 def loadable_ids() -> list[str]:
     """Source ids `raices load` accepts, in load order."""
-    return [*BOUNDARY_LOADERS, *LAYER_LOADERS]
+    return [*BOUNDARY_SOURCES, *LAYER_LOADERS]
 
 
 def load_source(
@@ -74,10 +85,16 @@ def load_source(
     source_id: str,
     *,
     force: bool = False,
-    progress: Progress = no_progress,
+    progress: Progress | None = None,
     sources: dict[str, Source] | None = None,
 ) -> Report:
     """Resolve, read, clean, validate and store one source; raises a clear error and stores nothing on failure."""
+    from app.ingest.boundaries import BOUNDARY_LOADERS, LOADED_WITH
+    from app.ingest.common import no_progress
+    from app.ingest.layers import load_catalogue, store_layer
+    from app.ingest.store import store
+
+    progress = progress or no_progress
     sources = sources if sources is not None else load_manifest(settings.manifest)
     loader_id = LOADED_WITH.get(source_id, source_id)
     started = time.perf_counter()
@@ -89,10 +106,10 @@ def load_source(
     elif loader_id in LAYER_LOADERS:
         catalogue = load_catalogue(settings.indicator_catalogue)
         if isinstance(bind, Connection):
-            layer = LAYER_LOADERS[loader_id](bind, settings, sources, Resolver(settings), catalogue, progress)
+            layer = layer_loader(loader_id)(bind, settings, sources, Resolver(settings), catalogue, progress)
         else:
             with bind.connect() as conn:
-                layer = LAYER_LOADERS[loader_id](
+                layer = layer_loader(loader_id)(
                     conn, settings, sources, Resolver(settings), catalogue, progress
                 )
         progress("storing")
@@ -122,6 +139,9 @@ def catalogue_changed(bind: Engine | Connection, settings: Settings) -> set[str]
     `app.ingest.series`, which also count when not stored yet) differ from the stored definitions of their
     indicators: names, unit, theme, direction, measure, valid range, description, source.
     Period and publisher are left out: some loaders set them from the data (the MVI metadata dates A2SIT's)."""
+    from app.ingest.layers import indicator_definition, load_catalogue
+    from app.ingest.series import SERIES_INDICATORS
+
     catalogue = {**load_catalogue(settings.indicator_catalogue), **SERIES_INDICATORS}
     sql = text("""
         SELECT code, name_es, name_en, unit, theme, direction, measure, valid_min, valid_max, description,
@@ -148,7 +168,7 @@ def load_all(
     *,
     force: bool = False,
     missing_only: bool = False,
-    progress: Progress = no_progress,
+    progress: Progress | None = None,
 ) -> list[Report]:
     """Load every bundled source in order (with `missing_only`, those never loaded and those whose indicator
     definitions in the catalogue differ from the stored ones, so that `make run` picks up a catalogue change)."""
