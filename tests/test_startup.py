@@ -57,6 +57,11 @@ def test_loader_ids_agree_with_the_loaders() -> None:
     assert ingest_run.loadable_ids()[:3] == list(boundaries.BOUNDARY_LOADERS)
 
 
+def test_migration_heads_are_alembics() -> None:
+    """The cheap head check of `serve --prepare` reads the migrations as Alembic does."""
+    assert cli.migration_heads() == {head_revision()}
+
+
 def test_the_api_starts_without_the_scoring_stack(settings: Settings, loaded_url: str) -> None:
     """create_app imports no scipy.stats, libpysal, scikit-learn, SALib, rasterio or exactextract: they are
     imported by the requests that compute (pandas and geopandas are still imported by app.indicators)."""
