@@ -2,22 +2,25 @@
 
 Run: .venv/bin/python benchmarks/startup.py [--repeat 3] [--imports]
 
-Times, as separate processes the way the Makefile's `run` target runs them (read it: `run: db`, and `db`
-depends on the two install stamps), on the database in use (DATABASE_URL, else the local cluster of
-`make run`):
+Times, as the Makefile's `run` target runs them (read it: `run` depends on the two install stamps, then runs
+`raices serve --prepare`), on the database in use (DATABASE_URL, else the local cluster of `make run`):
 
   1. make's install check: `make --question` on `.venv/.installed-stamp` and
      `node_modules/.installed-stamp` (pip and npm run only when pyproject.toml or package.json is newer
      than its stamp; the script says when one is, and does not run the install);
-  2. `raices db start`, `raices db upgrade`, `raices load all --missing`, `raices score --top 5`;
-  3. `raices serve` on a free loopback port until `/health` answers 200 (then `/ready`, and the first
-     `/collections` and `/v1/priorities?country=GTM&top=20` after it, which are not part of the target);
-  4. for reference, the bare start-up of a Python process that imports the CLI (`import app.cli`), which
-     every step of 2 pays, and with `--imports` the ten slowest imports of `app.main` (python -X importtime).
+  2. `raices serve --prepare` on a free loopback port (one process: start or reuse the cluster, migrate and
+     load only what is missing, serve) until `/health` answers 200; then `/ready`, the first `/collections`
+     and `/v1/priorities?country=GTM&top=20`, and the default profile's top 5 printed by the same process
+     (scored once /health answers), which are not part of the target;
+  3. for reference, not counted: `make db`'s steps as separate processes (`raices db start`,
+     `db upgrade`, `load all --missing`, `score --top 5`: what `make run` ran before it became one
+     process), plain `raices serve` to `/health`, the bare start-up of a Python process that imports the
+     CLI (`import app.cli`), and with `--imports` the ten slowest imports of `app.main`
+     (python -X importtime).
 
-Nothing is dropped or reloaded: on a loaded database the steps of 2 find nothing to do (a new data version
-would make `score` compute a run, as `make run` would). Prints each step's median over `--repeat` runs, the
-total against the target and which step dominates.
+Nothing is dropped or reloaded: on a loaded database nothing is migrated or loaded (a new data version would
+make the default profile's run be computed after /health, or on the first request that needs it). Prints
+each step's median over `--repeat` runs, the total against the target and which step dominates.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,18 +74,22 @@ def stale_stamps() -> list[str]:
     return out
 
 
-def serve_until_healthy() -> dict[str, float]:
-    """Start `raices serve` on a free port; seconds to /health 200, to /ready 200 and of the first
-    /collections and priorities requests after it; the server (its own process group) is stopped."""
+def serve_until_healthy(prepare: bool) -> dict[str, float]:
+    """Start `raices serve [--prepare]` on a free port; seconds to /health 200, to /ready 200 and of the
+    first /collections and priorities requests after it, and with --prepare until the default profile's
+    table is printed; the server (its own process group) is stopped."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    label = "raices serve --prepare" if prepare else "reference: raices serve (no --prepare)"
+    sink = tempfile.NamedTemporaryFile(mode="w+", suffix=".out")  # noqa: SIM115 (closed below)
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [str(BIN / "raices"), "serve", "--port", str(port)],
+        [str(BIN / "raices"), "serve", *(["--prepare"] if prepare else []), "--port", str(port)],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=sink,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, "COLUMNS": "200"},
     )
     out: dict[str, float] = {}
     try:
@@ -98,12 +106,20 @@ def serve_until_healthy() -> dict[str, float]:
                     except httpx.TransportError:
                         pass
                     time.sleep(POLL_S)
-                out[f"serve → {path} 200"] = time.perf_counter() - start
+                out[f"{label} → {path} 200"] = time.perf_counter() - start
+            if not prepare:
+                return out
             for path in ("/collections", "/v1/priorities?country=GTM&top=20"):
                 t0 = time.perf_counter()
                 client.get(path).raise_for_status()
                 out[f"first {path.split('?')[0]} after"] = time.perf_counter() - t0
+            while "SLV" not in Path(sink.name).read_text(encoding="utf-8", errors="replace"):
+                if proc.poll() is not None or time.perf_counter() - start > HEALTH_TIMEOUT_S:
+                    raise SystemExit("raices serve --prepare did not print the default profile's table")
+                time.sleep(POLL_S)
+            out[f"{label} → default top 5 printed"] = time.perf_counter() - start
     finally:
+        sink.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -143,14 +159,14 @@ def main() -> None:
         parser.error("--repeat must be at least 1")
 
     raices = str(BIN / "raices")
-    steps = {
-        "make install check (stamps)": ["make", "--question", *STAMPS],
-        "raices db start": [raices, "db", "start"],
-        "raices db upgrade": [raices, "db", "upgrade"],
-        "raices load all --missing": [raices, "load", "all", "--missing"],
-        "raices score --top 5": [raices, "score", "--top", "5"],
+    steps = {"make install check (stamps)": ["make", "--question", *STAMPS]}
+    reference = {
+        "reference: raices db start": [raices, "db", "start"],
+        "reference: raices db upgrade": [raices, "db", "upgrade"],
+        "reference: raices load all --missing": [raices, "load", "all", "--missing"],
+        "reference: raices score --top 5": [raices, "score", "--top", "5"],
+        "python: import app.cli (each process pays it)": [sys.executable, "-c", "import app.cli"],
     }
-    reference = {"python: import app.cli (each step pays it)": [sys.executable, "-c", "import app.cli"]}
     print(f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
     print(f"database: {'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'the local cluster (.data/)'}")
     if stale := stale_stamps():
@@ -166,14 +182,15 @@ def main() -> None:
             last[name] = (
                 line if not name.startswith("make") else ("up to date" if rc == 0 else "would rebuild")
             )
-        for name, took in serve_until_healthy().items():
-            times.setdefault(name, []).append(took)
+        for prepare in (True, False):
+            for name, took in serve_until_healthy(prepare).items():
+                times.setdefault(name, []).append(took)
 
     med = {name: statistics.median(xs) for name, xs in times.items()}
-    print(f"\n{'step':<46}{'median s':>10}{'min s':>8}{'max s':>8}  last output")
+    print(f"\n{'step':<58}{'median s':>10}{'min s':>8}{'max s':>8}  last output")
     for name, xs in times.items():
-        print(f"{name:<46}{med[name]:>10.2f}{min(xs):>8.2f}{max(xs):>8.2f}  {last.get(name, '')}")
-    counted = [*steps, "serve → /health 200"]
+        print(f"{name:<58}{med[name]:>10.2f}{min(xs):>8.2f}{max(xs):>8.2f}  {last.get(name, '')}")
+    counted = [*steps, "raices serve --prepare → /health 200"]
     total = sum(med[n] for n in counted)
     top = max(counted, key=lambda n: med[n])
     print(
@@ -181,10 +198,14 @@ def main() -> None:
         f"{total / TARGET_S:.2f}× the {TARGET_S:g} s target ({'met' if total <= TARGET_S else 'MISSED'}); "
         f"largest step: {top} ({med[top]:.2f} s, {med[top] / total:.0%})"
     )
-    steps_import = med["python: import app.cli (each step pays it)"]
+    old = [n for n in reference if n.startswith("reference: raices")]
+    before = sum(med[n] for n in old) + med["reference: raices serve (no --prepare) → /health 200"]
     print(
-        f"Python start-up with the CLI's imports: {steps_import:.2f} s per process, "
-        f"{4 * steps_import:.2f} s over the four raices steps before serve"
+        f"for comparison, the old make run (make db's four processes, then raices serve) with today's imports: "
+        f"{med['make install check (stamps)'] + before:.2f} s"
+    )
+    print(
+        f"Python start-up with the CLI's imports: {med['python: import app.cli (each process pays it)']:.2f} s"
     )
     if args.imports:
         print("\nslowest imports of app.main (cumulative s):")
