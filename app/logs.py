@@ -81,6 +81,7 @@ def configure(settings: Settings) -> None:
     # its warnings and errors still come through, and everything at DEBUG
     quiet = logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING
     logging.getLogger("procrastinate").setLevel(quiet)
+    logging.getLogger("lark").setLevel(quiet)  # "Loading grammar from cache" on every start
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         if logger.handlers:  # uvicorn configured it (a disabled access log has none: left disabled)
