@@ -173,7 +173,7 @@ def load(
             return
         ids = loadable_ids() if source == "all" else [source]
         if source == "all" and missing:
-            ids = _missing_sources(engine)
+            ids = _missing_sources(engine, settings)
             if not ids:
                 console.print(
                     "Every bundled source is loaded; nothing to do (`raices load all --force` reloads)."
@@ -185,11 +185,16 @@ def load(
         _fail(exc)
 
 
-def _missing_sources(engine: Any) -> list[str]:
-    """The bundled sources never loaded, in load order (a query: no loader is imported)."""
-    from app.ingest.run import loadable_ids, loaded_source_ids
+def _missing_sources(engine: Any, settings: Any = None) -> list[str]:
+    """The bundled sources never loaded, in load order (a query: no loader is imported); with `settings`,
+    also those whose indicator definitions in the catalogue differ from the stored ones
+    (`app.ingest.run.catalogue_changed`, which reads the catalogue: about 3 s of imports), so that a
+    catalogue change is loaded and re-scores."""
+    from app.ingest.run import catalogue_changed, loadable_ids, loaded_source_ids
 
     done = loaded_source_ids(engine)
+    if settings is not None:
+        done -= catalogue_changed(engine, settings)
     return [i for i in loadable_ids() if i not in done]
 
 
@@ -728,6 +733,13 @@ def migration_heads() -> set[str]:
     return revisions - parents
 
 
+def loaded_now(engine: Any) -> set[str]:
+    """The sources recorded as loaded."""
+    from app.ingest.run import loaded_source_ids
+
+    return loaded_source_ids(engine)
+
+
 def _score_when_healthy(settings: Any, health_url: str) -> None:
     """Once the server answers /health: score the default profile (a stored run when the data have not
     changed) and print the top 5 of each country, as `raices score --top 5` in `make db`. A request that
@@ -743,9 +755,18 @@ def _score_when_healthy(settings: Any, health_url: str) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
+    from app.db import make_engine
     from app.scoring import service
 
     try:
+        # a catalogue change is loaded here, after /health answers: each load is one transaction that bumps
+        # the data epoch, so the service serves the previous data until it commits, then re-scores
+        engine = make_engine(settings)
+        changed = [i for i in _missing_sources(engine, settings) if i in loaded_now(engine)]
+        if changed:
+            console.print(f"The catalogue changed for {', '.join(changed)}: loading again…")
+            _load_sources(engine, settings, changed)
+        engine.dispose()
         _score_and_print(
             settings, service.profile_by_id(service.DEFAULT_PROFILE), None, 5, None, status=False
         )

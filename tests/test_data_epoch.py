@@ -76,3 +76,42 @@ def test_changing_the_catalogue_rescores(fresh: Any, tmp_path: Path) -> None:
         ).all()
     ranks = dict(worst)
     assert ranks[first] != ranks[second]  # San Pedro Sula's violence rank moved with the direction
+
+
+def test_cli_load_all_missing_loads_a_catalogue_change(
+    fresh: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`raices load all --missing` (what `make db` runs; `serve --prepare` does it once /health answers)
+    loads a source whose catalogue rows changed, and only that one."""
+    from typer.testing import CliRunner
+
+    from app import cli
+    from app.settings import get_settings
+
+    engine, settings = fresh
+    rows = list(csv.DictReader(settings.indicator_catalogue.open(encoding="utf-8")))
+    for r in rows:
+        if r["code"] == "homicide_rate_2014":
+            r["direction"] = "-1"
+    flipped = tmp_path / "indicators.csv"
+    with flipped.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setenv("DATABASE_URL", str(settings.database_url))
+    monkeypatch.setenv("RAICES_INDICATOR_CATALOGUE", str(flipped))
+    monkeypatch.setenv("RAICES_DATA_CACHE", str(settings.data_cache))
+    monkeypatch.setenv("RAICES_RASTER_DIR", str(settings.raster_dir))
+    monkeypatch.setenv("RAICES_ALLOW_DOWNLOAD", "false")
+    get_settings.cache_clear()
+    before = epoch(engine)
+    try:
+        result = CliRunner().invoke(cli.app, ["load", "all", "--missing"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "hnd-iudpas-2014" in result.output and "gtm-a2sit" not in result.output
+    assert epoch(engine) == before + 1
+    with engine.connect() as conn:
+        direction = conn.execute(text("SELECT direction FROM indicators WHERE code = 'homicide_rate_2014'"))
+        assert direction.scalar_one() == -1
