@@ -28,6 +28,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
+from app.cache import data_epoch
 from app.errors import InvalidParameter, NotFound, RaicesError
 from app.queries import COUNTRIES
 from app.scoring import data as scoring_data
@@ -296,7 +297,7 @@ def _freeze(engine: Engine, name: str, spec: Profile, run: int, description: str
         ).first()
         if row is None or row.data_version != scoring_data.data_version(conn):
             return None
-        epoch = int(conn.execute(text("SELECT epoch FROM data_epoch WHERE id = 1")).scalar_one())
+        epoch = data_epoch(conn)
         values = unit_values(conn, spec, list(row.sets))
         try:
             with conn.begin_nested():

@@ -117,16 +117,20 @@ SetQ = Annotated[str | None, Query(description="Boundary set; default: each coun
 Offset = Annotated[int, Query(ge=0)]
 
 
+# the formats of a priority list (`format=`), shared by /v1/priorities and the scenario routes
+_PRIORITY_MEDIA = media(
+    "application/json",
+    "application/geo+json",
+    "text/csv",
+    "application/geopackage+sqlite3",
+    "application/flatgeobuf",
+    model=schemas.Priorities,
+)
+
+
 @router.get(
     "/priorities",
-    responses=media(
-        "application/json",
-        "application/geo+json",
-        "text/csv",
-        "application/geopackage+sqlite3",
-        "application/flatgeobuf",
-        model=schemas.Priorities,
-    ),
+    responses=_PRIORITY_MEDIA,
     summary="Ranked, pillar-tagged priority municipios with reasons and rank uncertainty",
 )
 def priorities(
@@ -157,14 +161,7 @@ def priorities(
 @router.post(
     "/scores",
     responses={
-        **media(
-            "application/json",
-            "application/geo+json",
-            "text/csv",
-            "application/geopackage+sqlite3",
-            "application/flatgeobuf",
-            model=schemas.Priorities,
-        ),
+        **_PRIORITY_MEDIA,
         **media("application/json", model=schemas.ScoreJob, status=202, description="Being computed: poll"),
         **errors(401, 403, 413),
     },
@@ -255,14 +252,7 @@ def get_score_job(request: Request, job_id: Annotated[int, PathParam(ge=1)]) -> 
 @router.get(
     "/scores/{profile_hash}",
     responses={
-        **media(
-            "application/json",
-            "application/geo+json",
-            "text/csv",
-            "application/geopackage+sqlite3",
-            "application/flatgeobuf",
-            model=schemas.Priorities,
-        ),
+        **_PRIORITY_MEDIA,
         **media("application/json", model=schemas.ScoreJob, status=202, description="Being computed: poll"),
         **errors(404),
     },

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import baselines, models
+from app.cache import data_epoch
 from app.errors import NotFound
 from app.scoring.profile import PILLARS
 
@@ -282,8 +283,7 @@ def _epoch_cache(conn: Connection) -> dict[Any, Any]:
     """What is cached for this database at its current data epoch. Every load that writes bumps the epoch
     (app.ingest.provenance.bump_epoch), so the catalogue and the extents are rebuilt once after a load, not
     on every request; reading the epoch is one primary-key lookup."""
-    epoch = int(conn.execute(select(models.data_epoch.c.epoch)).scalar_one())
-    key = (conn.engine.url.render_as_string(hide_password=True), epoch)
+    key = (conn.engine.url.render_as_string(hide_password=True), data_epoch(conn))
     if key not in _cache:
         for old in [k for k in _cache if k[0] == key[0]]:
             del _cache[old]

@@ -13,6 +13,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, text
 
 from app import __version__, indicators
+from app.cache import data_epoch
 from app.errors import InvalidParameter, InvalidProfile
 from app.ingest.layers import OUT_OF_RANGE, SMALL_SAMPLE
 from app.scoring import METHOD_VERSION
@@ -40,7 +41,7 @@ def default_sets(conn: Connection) -> list[str]:
 def data_version(conn: Connection) -> str:
     """What a stored run is keyed by, besides its profile and sets: the data epoch (bumped inside every load
     transaction that writes values, boundaries or indicator definitions) and the scoring method's version."""
-    epoch = conn.execute(text("SELECT epoch FROM data_epoch WHERE id = 1")).scalar_one()
+    epoch = data_epoch(conn)
     return f"e{epoch}/{METHOD_VERSION}/{__version__}"[:32]  # epoch / method / app (score_runs: 32 chars)
 
 

@@ -771,16 +771,9 @@
   });
   for (const input of document.querySelectorAll("input[name=color]")) {
     input.checked = input.value === state.colour;
-    input.addEventListener("change", async () => {
+    input.addEventListener("change", () => {
       state.colour = input.value;
-      try {
-        await loadChanges();
-      } catch (err) {
-        showError(err);
-      }
-      restyle();
-      updateURL();
-      if (state.panelData && !$("#panel").hidden) renderPanel();
+      refreshChanges();
     });
   }
   for (const key of Object.keys(state.filter)) {
@@ -816,8 +809,8 @@
     const expr = known.length ? ["match", ["get", "pcode"], ...known.flatMap((i) => [i.pcode, i.change.score]), NO_CHANGE] : NO_CHANGE;
     state.changes = { name, byPcode, expr, counts: body.counts };
   }
-  $("#f-baseline").addEventListener("change", async (e) => {
-    state.baseline = e.target.value;
+  // after the colour mode or the baseline changed: the changes (when shown), the map, the URL, the panel
+  async function refreshChanges() {
     try {
       await loadChanges();
     } catch (err) {
@@ -826,6 +819,10 @@
     restyle();
     updateURL();
     if (state.panelData && !$("#panel").hidden) renderPanel();
+  }
+  $("#f-baseline").addEventListener("change", (e) => {
+    state.baseline = e.target.value;
+    refreshChanges();
   });
 
   async function init() {
