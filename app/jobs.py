@@ -48,6 +48,7 @@ TASK = "compute_run"
 RETRY_STALLED = "retry_stalled_scenarios"  # each minute, by whichever worker defers it first
 MAINTENANCE = "scenarios-maintenance"  # its queue: its own jobs are kept an hour, not as long as scenarios'
 WORKER_RETRY_S = 5.0  # the in-process worker starts again this long after losing its database
+FINISH_POLL_S = 0.005  # between status reads once a job's task has returned in this process
 # procrastinate's statuses as the API names them
 STATUSES = {
     "todo": "queued",
@@ -101,6 +102,33 @@ def _forget_errors(engine: Engine) -> None:
         )
 
 
+class _Finished:
+    """The ids of the jobs whose task body has returned or raised in this process (the most recent
+    FINISHED_KEPT), so that a request waiting on a job the in-process worker runs wakes as soon as the
+    task's work is done instead of at its next poll. procrastinate records the job's status a moment later,
+    so the waiter still reads the status from the queue."""
+
+    def __init__(self) -> None:
+        self._ids: dict[int, None] = {}
+        self._changed = threading.Condition()
+
+    def add(self, job_id: int) -> None:
+        with self._changed:
+            self._ids[job_id] = None
+            while len(self._ids) > FINISHED_KEPT:
+                del self._ids[next(iter(self._ids))]
+            self._changed.notify_all()
+
+    def wait(self, job_id: int, seconds: float) -> bool:
+        """Whether the job's task has finished here, waiting up to `seconds` for it."""
+        with self._changed:
+            return self._changed.wait_for(lambda: job_id in self._ids, timeout=max(seconds, 0.0))
+
+
+FINISHED_KEPT = 256
+_finished = _Finished()
+
+
 def compute(
     engine: Engine, retention: service.Retention, job_id: int, profile_json: str, sets: list[str]
 ) -> int:
@@ -121,6 +149,8 @@ def compute(
             engine, job_id, RaicesError(f"Scoring failed (reference {ref}); the error has been logged.")
         )
         raise
+    finally:
+        _finished.add(job_id)
 
 
 def make_queue(
@@ -305,7 +335,9 @@ class Scenarios:
         return JobFailed(int(row.status), str(row.code), str(row.message))
 
     def wait(self, job_id: int, seconds: float) -> JobState:
-        """The job's state once it has finished, or after `seconds` (polled, 50 ms growing to 0.5 s)."""
+        """The job's state once it has finished, or after `seconds` (polled, 50 ms growing to 0.5 s). A job
+        whose task runs in this process (the in-process worker) wakes the wait when its task returns; then
+        the status, which procrastinate writes just after, is polled every 5 ms."""
         deadline = time.monotonic() + seconds
         pause = 0.05
         while True:
@@ -313,8 +345,11 @@ class Scenarios:
             assert state is not None  # deferred by us; jobs are only deleted by an operator
             if state.finished or time.monotonic() >= deadline:
                 return state
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 1.5, 0.5)
+            left = max(0.0, deadline - time.monotonic())
+            if _finished.wait(job_id, min(pause, left)):
+                time.sleep(min(FINISH_POLL_S, max(0.0, deadline - time.monotonic())))
+            else:
+                pause = min(pause * 1.5, 0.5)
 
     def run_or_job(self, profile: Profile, set_ids: list[str] | None, wait: float) -> int | JobState:
         """The stored run of a scenario, computing it in a job and waiting up to `wait` seconds; the job
