@@ -796,6 +796,30 @@ def worker(
     jobs.run_worker(engine, settings, wait=wait)
 
 
+layer_app = typer.Typer(help="Your uploaded layers (`raices load table|raster`).", no_args_is_help=True)
+app.add_typer(layer_app, name="layer")
+
+
+@layer_app.command("delete")
+def layer_delete(
+    code: Annotated[str, typer.Argument(help="The indicator code the layer was loaded under")],
+) -> None:
+    """Delete a user layer: its indicator, values and provenance record (bundled indicators are refused)."""
+    from app.db import make_engine
+    from app.ingest.userdata import delete_user_layer
+
+    try:
+        engine = make_engine(get_settings())
+        gone = delete_user_layer(engine, code)
+        engine.dispose()
+    except RaicesError as exc:
+        _fail(exc)
+    console.print(
+        f"user layer {gone.indicator} deleted: {gone.values} values, source {gone.source_id}; data epoch {gone.epoch}",
+        highlight=False,
+    )
+
+
 baseline_app = typer.Typer(
     help="Baselines: frozen runs to compare later priorities with.", no_args_is_help=True
 )

@@ -742,6 +742,21 @@ class UploadReport(_Strict):
     seconds: float
 
 
+class DeletedUpload(_Strict):
+    """A user layer that was deleted: its indicator, source, how many values went and the new data epoch."""
+
+    indicator: str
+    source_id: str
+    values: int
+    epoch: int
+
+
+class UploadDeleted(_Strict):
+    """The user layer that was deleted."""
+
+    deleted: DeletedUpload
+
+
 class VectorLayer(_Strict):
     """The layer of a vector tile collection and its fields."""
 

@@ -1,5 +1,5 @@
 """POST /v1/uploads: a user's CSV, XLSX, GeoJSON, GeoPackage or GeoTIFF becomes an indicator layer through the
-same loaders, validated before anything is stored. Needs an API key."""
+same loaders, validated before anything is stored; DELETE /v1/uploads/{indicator} removes one. Need an API key."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import Path as PathParam
 
 from app.api import schemas
 from app.api.deps import ConnDep
@@ -19,7 +20,13 @@ from app.api.responses import COMMON_ERRORS, ORJSONResponse, errors, media
 from app.api.security import ApiKey
 from app.errors import DataError, InvalidParameter
 from app.ingest.layers import store_layer
-from app.ingest.userdata import TableSpec, check_code_free, prepare_user_layer, user_indicator
+from app.ingest.userdata import (
+    TableSpec,
+    check_code_free,
+    delete_user_layer,
+    prepare_user_layer,
+    user_indicator,
+)
 
 router = APIRouter(prefix="/v1", tags=["uploads"], responses=COMMON_ERRORS)
 
@@ -134,3 +141,19 @@ def upload(
         report = store_layer(request.app.state.engine, layer)
     report.seconds = time.perf_counter() - started
     return ORJSONResponse(report.as_dict(), status_code=201)
+
+
+@router.delete(
+    "/uploads/{indicator}",
+    responses={**media("application/json", model=schemas.UploadDeleted), **errors(401, 403)},
+    summary="Delete your uploaded layer (API key needed)",
+)
+def delete_upload(
+    request: Request,
+    _: ApiKey,
+    indicator: Annotated[str, PathParam(description="The code the layer was uploaded under")],
+) -> ORJSONResponse:
+    """Removes the layer's indicator, values and provenance record in one transaction and advances the data
+    epoch, so scores are recomputed without it. Only a user upload can be deleted: a bundled indicator is a
+    400, an unknown code a 404. A profile that still names the indicator is refused when next scored."""
+    return ORJSONResponse({"deleted": delete_user_layer(request.app.state.engine, indicator).as_dict()})

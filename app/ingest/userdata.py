@@ -9,9 +9,9 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
-from app.errors import DataError, InvalidParameter
+from app.errors import DataError, InvalidParameter, NotFound
 from app.ingest.common import Validation
 from app.ingest.layers import PARTIAL_COVERAGE, Indicator, Layer, observations_frame
 from app.ingest.matching import default_set, match_rows, units_frame
@@ -309,3 +309,48 @@ def prepare_user_layer(
             set_ids=[spec.set_id] if spec.set_id else None,
         )
     return prepare_table(conn, path, indicator, spec)
+
+
+@dataclass
+class DeletedLayer:
+    """What `delete_user_layer` removed."""
+
+    indicator: str
+    source_id: str
+    values: int
+    epoch: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "indicator": self.indicator,
+            "source_id": self.source_id,
+            "values": self.values,
+            "epoch": self.epoch,
+        }
+
+
+def delete_user_layer(engine: Engine, code: str) -> DeletedLayer:
+    """Remove a user layer (its indicator, values and provenance record) in one transaction, and advance the
+    data epoch so that every stored score run and remembered answer that used it is recomputed. Only a user
+    upload can be deleted (source `user-{code}`): an indicator of a bundled source is refused, an unknown
+    code is a 404. Frozen baseline values keep their copy of the layer's values."""
+    from app.ingest.provenance import bump_epoch
+
+    with engine.begin() as conn:
+        owner = conn.execute(
+            text("SELECT source_id FROM indicators WHERE code = :c FOR UPDATE"), {"c": code}
+        ).scalar()
+        if owner is None:
+            raise NotFound(f"No user layer '{code}'; GET /v1/layers lists the indicators that exist.")
+        if owner != f"user-{code}":
+            raise InvalidParameter(
+                f"Indicator '{code}' belongs to source '{owner}', not to a user upload: it cannot be deleted; "
+                "reload or change its source instead."
+            )
+        values = int(
+            conn.execute(text("DELETE FROM observations WHERE indicator_code = :c"), {"c": code}).rowcount
+        )
+        conn.execute(text("DELETE FROM indicators WHERE code = :c"), {"c": code})
+        conn.execute(text("DELETE FROM sources WHERE id = :s"), {"s": owner})
+        epoch = bump_epoch(conn, f"deleted user layer {code}")
+    return DeletedLayer(code, owner, values, epoch)
