@@ -17,7 +17,7 @@ from app.cache import data_epoch
 from app.errors import InvalidParameter, InvalidProfile
 from app.ingest.layers import OUT_OF_RANGE, SMALL_SAMPLE
 from app.scoring import METHOD_VERSION
-from app.scoring.engine import Matrix
+from app.scoring.engine import Matrix, WeightFree
 from app.scoring.profile import Profile
 from app.scoring.survey import proportion_scale
 
@@ -88,6 +88,8 @@ def load(conn: Connection, profile: Profile, set_ids: list[str]) -> ScoringData:
         small=columns["small"],
         department=parent_key,
         scales={i.code: proportion_scale(known[i.code].unit) for i in profile.indicators()},
+        # normalised matrices and the like, shared by the scenarios of this epoch and these sets
+        memo=epoch_cached(conn, version, ("weight-free", *set_ids), WeightFree),
     )
     return ScoringData(matrix, columns["period"], units)
 

@@ -71,7 +71,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +114,9 @@ class Matrix:
     small: pd.DataFrame | None = None
     department: pd.Series | None = None
     scales: dict[str, float | None] = field(default_factory=dict)
+    # what does not depend on a profile's weights, shared by every matrix built from the same data (the data
+    # epoch and boundary sets: `app.scoring.data.load` sets it); None: nothing is kept beyond `survey_memo`
+    memo: WeightFree | None = field(default=None, repr=False, compare=False)
 
     _surveys: dict[tuple[Any, ...], Survey] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -119,23 +124,80 @@ class Matrix:
 
     def survey(self, profile: Profile) -> Survey:
         """The profile's indicator values after its small-sample treatment, with survey standard errors
-        (remembered inside ``survey_memo``)."""
+        (remembered inside ``survey_memo``, and in ``memo`` when there is one). Callers must not modify it."""
         codes = [i.code for i in profile.indicators()]
         key = (tuple(codes), profile.small_samples)
         if self._surveys is not None and key in self._surveys:
             return self._surveys[key]
-        out = treat(
-            self.values[codes],
-            self.sample_size,
-            self.small,
-            self.department,
-            self.country,
-            self.scales,
-            profile.small_samples,
-        )
+
+        def build() -> Survey:
+            return treat(
+                self.values[codes],
+                self.sample_size,
+                self.small,
+                self.department,
+                self.country,
+                self.scales,
+                profile.small_samples,
+            )
+
+        out = self.memo.get(("survey", *key), build) if self.memo is not None else build()
         if self._surveys is not None:
             self._surveys[key] = out
         return out
+
+
+class WeightFree:
+    """Results that depend on the data and on a profile's treatment of its indicators (normalisers, outliers,
+    directions, scope, small samples, missing-data treatment) but not on its weights: the normalised and
+    filled matrices of the nominal run and of the Monte Carlo's normalisers, the department-constant cells.
+    A scenario that moves a weight slider finds them here instead of normalising again. At most `max_bytes`
+    of arrays are kept, the least recently used dropped first; the arrays are read-only."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """The value kept under key, else `build()` kept and returned (built outside the lock: two threads
+        may both build, and the values are equal)."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        value = build()
+        size = _nbytes(value)
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+        with self._lock:
+            if key not in self._entries and size <= self.max_bytes:
+                self._entries[key] = (value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self._bytes -= dropped
+        return value
+
+
+def _nbytes(value: Any) -> int:
+    """The bytes an entry of WeightFree holds (its arrays; a Survey's two frames)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, Survey):
+        return int(value.values.memory_usage().sum() + value.se.memory_usage().sum())
+    return 0
+
+
+def treatment_key(profile: Profile) -> tuple[Hashable, ...]:
+    """What normalised values depend on in a profile: each indicator's code and treatment (not its weight), the
+    scope and the small-sample treatment."""
+    items = tuple(
+        (i.code, i.normalise, i.goalposts, i.outliers, i.winsor_fraction, i.direction)
+        for i in profile.indicators()
+    )
+    return (items, profile.scope, profile.small_samples)
 
 
 @contextmanager
@@ -145,9 +207,25 @@ def survey_memo(matrix: Matrix) -> Iterator[Matrix]:
     must not change inside the block (outside, every call treats the values again)."""
     matrix._surveys = {}
     try:
-        yield matrix
+        with weight_free(matrix):
+            yield matrix
     finally:
         matrix._surveys = None
+
+
+@contextmanager
+def weight_free(matrix: Matrix) -> Iterator[Matrix]:
+    """Within the block, `matrix.memo` keeps the weight-free results (a `WeightFree` for the block when the
+    matrix has none of its own), so a scenario normalises each (normaliser, missing treatment) once. The
+    matrix must not change inside the block."""
+    if matrix.memo is not None:
+        yield matrix
+        return
+    matrix.memo = WeightFree()
+    try:
+        yield matrix
+    finally:
+        matrix.memo = None
 
 
 @dataclass(frozen=True)
@@ -238,25 +316,53 @@ def normalise(
 ) -> pd.DataFrame:
     """Treated, directed and normalised values (0–1, higher = higher priority) of the profile's indicators
     (NaN: no data), with the profile's missing-data treatment applied (`fill_missing`) when `fill` is True."""
+    x = normalised(matrix, profile, method_override, profile.missing if fill else None)
+    codes = [i.code for i in profile.indicators()]
+    return pd.DataFrame(x.copy(), index=matrix.values.index, columns=codes)
+
+
+def normalised(
+    matrix: Matrix, profile: Profile, method_override: Normaliser | None = None, missing: str | None = None
+) -> FloatArray:
+    """`normalise` as an array (units × the profile's indicators), filled with the `missing` treatment when
+    one is given; kept in `matrix.memo` when there is one (then read-only: callers must not modify it)."""
     check(matrix, profile)
     if method_override == "goalposts":
         raise InvalidParameter(
             "goalposts need per-indicator goalposts: they cannot override every normaliser"
         )
+    if missing is not None:
+
+        def build() -> FloatArray:
+            raw = normalised(matrix, profile, method_override)
+            return fill_missing(raw, scope_groups(matrix, profile), missing)
+
+        key: tuple[Hashable, ...] = ("filled", treatment_key(profile), method_override, missing)
+    else:
+
+        def build() -> FloatArray:
+            return _normalise(matrix, profile, method_override)
+
+        key = ("normalised", treatment_key(profile), method_override)
+    if matrix.memo is None:
+        return build()
+    out: FloatArray = matrix.memo.get(key, build)
+    return out
+
+
+def _normalise(matrix: Matrix, profile: Profile, method_override: Normaliser | None) -> FloatArray:
     items = profile.indicators()
     codes = [i.code for i in items]
     raw = matrix.survey(profile).values[codes].to_numpy(dtype=np.float64, copy=True)
     raw[~np.isfinite(raw)] = np.nan
-    out = np.full_like(raw, np.nan)
+    out: FloatArray = np.full_like(raw, np.nan)
     groups = scope_groups(matrix, profile)
     for g in np.unique(groups):
         rows = np.flatnonzero(groups == g)
         for j, item in enumerate(items):
             direction = item.direction if item.direction is not None else matrix.directions[item.code]
             out[rows, j] = _normalise_column(raw[rows, j], item, direction, method_override or item.normalise)
-    if fill:
-        out = fill_missing(out, groups, profile.missing)
-    return pd.DataFrame(out, index=matrix.values.index, columns=codes)
+    return out
 
 
 def fill_missing(x: FloatArray, groups: IntArray, how: str) -> FloatArray:
@@ -489,10 +595,15 @@ def tiers(ranks: IntArray, groups: IntArray, cutoffs: list[float], sizes: IntArr
 
 def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     """Score, rank, tier, tag and explain every unit of the matrix under a profile."""
+    with weight_free(matrix):
+        return _score(matrix, profile)
+
+
+def _score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     lay = layout(profile)
     groups = scope_groups(matrix, profile)
-    raw = normalise(matrix, profile, fill=False).to_numpy()
-    x = fill_missing(raw, groups, profile.missing)
+    raw = normalised(matrix, profile)  # read-only (kept in matrix.memo)
+    x = normalised(matrix, profile, missing=profile.missing)
     agg = aggregate(x, lay, within=profile.aggregation_within, across=profile.aggregation_across)
     subs, comp_w, final = agg.components[:, :, 0], agg.weights[:, :, 0], agg.final[:, 0]
 
@@ -556,17 +667,33 @@ def score(matrix: Matrix, profile: Profile) -> pd.DataFrame:
     out["driver_coverage"] = drivers
     out["not_ranked_reason"] = pd.Series(reason, index=out.index, dtype=object)
     out["top_indicators"] = _top_indicators(matrix, lay, x, comp_w, ~np.isnan(raw))
-    local = raw.copy()
-    local[department_constant(matrix, lay, raw, groups)] = np.nan
     out["local_score"] = (
         final_scores(
-            fill_missing(local, groups, profile.missing),
+            local_values(matrix, profile, lay, raw, groups),
             lay,
             within=profile.aggregation_within,
             across=profile.aggregation_across,
         )[:, 0]
         * 100.0
     )
+    return out
+
+
+def local_values(
+    matrix: Matrix, profile: Profile, lay: Layout, raw: FloatArray, groups: IntArray
+) -> FloatArray:
+    """The filled values the local score aggregates: `raw` (the profile's normalised values) without the
+    department-constant cells (`department_constant`), then the profile's missing-data treatment; kept in
+    `matrix.memo` when there is one."""
+
+    def build() -> FloatArray:
+        local = raw.copy()
+        local[department_constant(matrix, lay, raw, groups)] = np.nan
+        return fill_missing(local, groups, profile.missing)
+
+    if matrix.memo is None:
+        return build()
+    out: FloatArray = matrix.memo.get(("local", treatment_key(profile), profile.missing), build)
     return out
 
 
