@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 
-from app import __version__, jobs, logs
+from app import __version__, cache, jobs, logs
 from app.api import (
     baselines,
     deps,
@@ -27,6 +27,7 @@ from app.api import (
     web,
 )
 from app.api.errors import add_exception_handlers
+from app.api.response_cache import ResponseCache
 from app.api.responses import ORJSONResponse
 from app.db import make_engine
 from app.ogc import cql2
@@ -69,9 +70,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         worker = jobs.InProcessWorker(engine, settings) if settings.inprocess_worker else None
         if worker is not None:
             worker.start()
+        cache.watch(engine)  # the data epoch in memory while serving (app.cache.EpochWatch)
         try:
             yield
         finally:
+            cache.unwatch(engine)
             if worker is not None:
                 await worker.stop()
             scenarios.close()
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.metrics = security.Metrics()
     add_exception_handlers(app)
     # the last added is the outermost: request context sees everything, rate limit and body limit run early
+    app.add_middleware(ResponseCache, engine=engine)  # innermost: kept answers skip the app, not the limits
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

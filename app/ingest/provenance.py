@@ -11,8 +11,9 @@ from app.sources import Source
 
 def bump_epoch(conn: Connection, reason: str) -> int:
     """Advance the data epoch inside the caller's load transaction (so it commits or rolls back with the
-    load) and return the new epoch. Score runs are keyed by it: anything a load writes re-scores."""
-    return int(
+    load) and return the new epoch. Score runs are keyed by it: anything a load writes re-scores. The new epoch
+    is also announced on app.cache.EPOCH_CHANNEL, delivered at commit to the serving processes' listeners."""
+    epoch = int(
         conn.execute(
             text(
                 "UPDATE data_epoch SET epoch = epoch + 1, changed_at = now(), reason = :r WHERE id = 1 RETURNING epoch"
@@ -20,6 +21,8 @@ def bump_epoch(conn: Connection, reason: str) -> int:
             {"r": reason[:200]},
         ).scalar_one()
     )
+    conn.execute(text("SELECT pg_notify('raices_data_epoch', :e)"), {"e": str(epoch)})
+    return epoch
 
 
 def record_source(conn: Connection, source: Source, now: datetime) -> None:
