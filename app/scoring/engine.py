@@ -152,10 +152,12 @@ class WeightFree:
     directions, scope, small samples, missing-data treatment) but not on its weights: the normalised and
     filled matrices of the nominal run and of the Monte Carlo's normalisers, the department-constant cells.
     A scenario that moves a weight slider finds them here instead of normalising again. At most `max_bytes`
-    of arrays are kept, the least recently used dropped first; the arrays are read-only."""
+    of arrays and `max_entries` entries are kept, the least recently used dropped first; the arrays are
+    read-only."""
 
-    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, max_bytes: int = 256 * 2**20, max_entries: int = 256) -> None:
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -175,7 +177,7 @@ class WeightFree:
             if key not in self._entries and size <= self.max_bytes:
                 self._entries[key] = (value, size)
                 self._bytes += size
-                while self._bytes > self.max_bytes:
+                while self._bytes > self.max_bytes or len(self._entries) > self.max_entries:
                     _, (_, dropped) = self._entries.popitem(last=False)
                     self._bytes -= dropped
         return value
@@ -465,6 +467,16 @@ def _broadcast_weights(
     )
 
 
+Prepared = tuple[BoolArray, FloatArray, FloatArray]
+
+
+def prepare(x: FloatArray, within: Aggregation) -> Prepared:
+    """What the aggregation of x within components needs whatever the weights: where x has a value, x in
+    the aggregation space (0 where absent) and the presence as 0/1."""
+    present = ~np.isnan(x)
+    return present, np.where(present, _to_space(x, within), 0.0), present.astype(np.float64)
+
+
 def _aggregate(
     x: FloatArray,
     lay: Layout,
@@ -473,15 +485,15 @@ def _aggregate(
     across: Aggregation,
     explain: bool,
     overrides: dict[int, FloatArray] | None = None,
+    prepared: Prepared | None = None,
 ) -> Aggregate:
     """The aggregation itself, component by component on (n, D) arrays; sub-scores kept when explaining.
     `overrides` maps an indicator's column to its values under each draw (n × D), for values that vary by draw
-    (survey estimates perturbed within their sampling error); they must be present where x is."""
+    (survey estimates perturbed within their sampling error); they must be present where x is. `prepared`:
+    `prepare(x, within)` when the caller aggregates the same x under several chunks of draws."""
     wi, wp, mw = weights
     n, d, n_comp = x.shape[0], wi.shape[0], len(lay.components)
-    present = ~np.isnan(x)
-    values = np.where(present, _to_space(x, within), 0.0)
-    mask = present.astype(np.float64)
+    present, values, mask = prepared if prepared is not None else prepare(x, within)
     # per overridden column, the change from the nominal value in aggregation space, under each draw
     delta = {
         j: np.where(present[:, j, None], _to_space(np.nan_to_num(v), within), 0.0) - values[:, j, None]
@@ -555,12 +567,15 @@ def final_scores(
     within: Aggregation = "arithmetic",
     across: Aggregation = "arithmetic",
     overrides: dict[int, FloatArray] | None = None,
+    prepared: Prepared | None = None,
 ) -> FloatArray:
     """Final scores (0–1) of n units × D weight draws: `aggregate` without the explanation (see `_aggregate`
-    for `overrides`)."""
+    for `overrides` and `prepared`)."""
     weights = _broadcast_weights(lay, indicator_weights, pillar_weights, migration_weight)
     x = np.asarray(normalised, np.float64)
-    return _aggregate(x, lay, weights, within, across, explain=False, overrides=overrides).final
+    return _aggregate(
+        x, lay, weights, within, across, explain=False, overrides=overrides, prepared=prepared
+    ).final
 
 
 def rank_desc(scores: FloatArray, groups: IntArray) -> IntArray:
@@ -831,24 +846,23 @@ def _top_indicators(
     contribution = np.where(present, effective * np.nan_to_num(x) * 100.0, np.nan)
     order = np.argsort(np.where(present, -contribution, np.inf), axis=1, kind="stable")[:, :TOP_INDICATORS]
     rows = np.arange(x.shape[0])[:, None]
-    keep = present[
-        rows, order
-    ].tolist()  # the five candidates of each unit, as Python values (no per-cell float())
+    keep = present[rows, order]  # the five candidates of each unit: those it has a value for come first
     raw = matrix.values[list(lay.codes)].to_numpy(dtype=np.float64)
-    picked = zip(
-        order.tolist(),
-        raw[rows, order].tolist(),
-        x[rows, order].tolist(),
-        contribution[rows, order].tolist(),
-        keep,
-        strict=True,
-    )
-    codes = lay.codes
-    return [
-        [
-            {"code": codes[j], "value": v, "normalised": n, "contribution": c}
-            for j, v, n, c, ok in zip(js, vs, ns, cs, oks, strict=True)
-            if ok
-        ]
-        for js, vs, ns, cs, oks in picked
+    codes = np.array(lay.codes, dtype=object)
+    # one flat list of the entries kept (Python values, no per-cell float()), then each unit's slice of it
+    flat = [
+        {"code": code, "value": v, "normalised": n, "contribution": c}
+        for code, v, n, c in zip(
+            codes[order[keep]].tolist(),
+            raw[rows, order][keep].tolist(),
+            x[rows, order][keep].tolist(),
+            contribution[rows, order][keep].tolist(),
+            strict=True,
+        )
     ]
+    counts = keep.sum(axis=1)
+    if not np.array_equal(keep, np.arange(keep.shape[1]) < counts[:, None]):  # pragma: no cover
+        entries = iter(flat)  # (kept candidates not first: not expected) the same entries, unit by unit
+        return [[next(entries) for ok in oks if ok] for oks in keep.tolist()]
+    ends = np.cumsum(counts).tolist()
+    return [flat[end - count : end] for end, count in zip(ends, counts.tolist(), strict=True)]

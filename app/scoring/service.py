@@ -214,10 +214,13 @@ def _compute_on(
         area_km2=geo_units.area_km2,
     )
     rows = _score_rows(d, nominal, unc.reindex(nominal.index), hot, zone_of)
+    records = zone_table.to_dict("records")
+    # each zone's country: its first member's (one lookup for all zones, not one .at per zone)
+    countries = geo["country"].reindex([z["members"][0] for z in records]).to_numpy(dtype=object).tolist()
     zone_rows = [
         {
             "zone": z["zone"],
-            "country": str(geo.at[z["members"][0], "country"]),
+            "country": str(country),
             "units": int(z["units"]),
             "members": [str(m).split("/", 1)[1] for m in z["members"]],
             "mean_score": _none(z["mean_score"]),
@@ -226,7 +229,7 @@ def _compute_on(
             "pillar": _none(z.get("pillar")),
             "keys": list(z["members"]),
         }
-        for z in zone_table.to_dict("records")
+        for z, country in zip(records, countries, strict=True)
     ]
     return {"scores": rows, "zones": zone_rows, "fit": fit}
 
@@ -304,7 +307,18 @@ def _py(values: pd.Series) -> list[Any]:
 
 
 def _vintages(d: scoring_data.ScoringData, keys: pd.Index) -> list[list[str]]:
-    """Per unit, the sorted distinct periods of the values it has (units with the same set share one list)."""
+    """Per unit, the sorted distinct periods of the values it has (units with the same set share one list);
+    kept in the matrix's weight-free memo when it has one (they depend on the data and the indicators)."""
+    if d.matrix.memo is None:
+        lists, which = _vintage_patterns(d, keys)
+    else:
+        key = ("vintages", tuple(d.matrix.values.columns), tuple(keys))
+        lists, which = d.matrix.memo.get(key, lambda: _vintage_patterns(d, keys))
+    return [list(lists[i]) for i in which.tolist()]
+
+
+def _vintage_patterns(d: scoring_data.ScoringData, keys: pd.Index) -> tuple[list[list[str]], np.ndarray]:
+    """The distinct lists of periods and, per unit, which one is its own."""
     has = d.matrix.values.loc[keys].notna().to_numpy()
     periods = d.periods.loc[keys].to_numpy(dtype=object)[has]
     codes, labels = pd.factorize(pd.Series(periods, dtype=object).astype(str), sort=True)
@@ -312,7 +326,7 @@ def _vintages(d: scoring_data.ScoringData, keys: pd.Index) -> list[list[str]]:
     present[np.nonzero(has)[0], codes] = True
     patterns, which = np.unique(present, axis=0, return_inverse=True)
     lists = [[str(labels[j]) for j in np.flatnonzero(pattern)] for pattern in patterns]
-    return [list(lists[i]) for i in which.ravel()]
+    return lists, which.ravel()
 
 
 def _vintage(d: scoring_data.ScoringData, profile: Profile) -> dict[str, list[str]]:

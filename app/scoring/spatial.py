@@ -52,16 +52,19 @@ Choices, checked on the mirrored boundaries (tests/test_scoring_spatial.py):
 from __future__ import annotations
 
 import warnings
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import geopandas as gpd
 import libpysal
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import shapely
 from scipy import sparse
+
+BoolArray = npt.NDArray[np.bool_]
 
 EQUAL_AREA_CRS = "EPSG:6933"
 CONFIDENCE_LEVELS = (99, 95, 90)
@@ -263,12 +266,13 @@ def zones(
     frame = units.set_axis(pd.Index(ids, name=id_column))
     is_member = members.reindex(frame.index).fillna(False).astype(bool)
     group = frame[group_column]
-    components = _components(list(frame.index[is_member.to_numpy()]), w, group)
+    components = _components(frame, is_member.to_numpy(), w, group)
     scores = pd.to_numeric(frame[value_column], errors="coerce").to_numpy(dtype=float)
     position = {unit: k for k, unit in enumerate(frame.index)}
     at = [np.fromiter((position[m] for m in c), dtype=np.int64, count=len(c)) for c in components]
     prefixes, groups = frame[prefix_column].to_numpy(dtype=object), group.to_numpy(dtype=object)
-    means = [_nan_to(_nanmean(scores[pos]), -np.inf) for pos in at]
+    mean_of = [_nanmean(scores[pos]) for pos in at]
+    means = [_nan_to(m, -np.inf) for m in mean_of]
     order = sorted(
         range(len(components)),
         key=lambda i: (str(prefixes[at[i][0]]), -means[i], -len(components[i]), str(components[i][0])),
@@ -284,6 +288,15 @@ def zones(
     if geoms.crs is None or not geoms.crs.equals("EPSG:4326"):
         geoms = geoms[is_member.to_numpy()].to_crs("EPSG:4326").reindex(frame.index)
     bounds = shapely.bounds(geoms.to_numpy())
+    # each zone's bounds at once: [minx, miny, maxx, maxy], NaN ignored, over its members' rows
+    if at:
+        starts = np.cumsum([0, *map(len, at[:-1])])
+        member_bounds = bounds[np.concatenate(at)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low = np.fmin.reduceat(member_bounds[:, :2], starts, axis=0)
+            high = np.fmax.reduceat(member_bounds[:, 2:], starts, axis=0)
+        boxes = np.hstack([low, high]).tolist()
     pillars = frame["pillar"].to_numpy(dtype=object) if "pillar" in frame.columns else None
     for i in order:
         members_, pos = components[i], at[i]
@@ -296,10 +309,10 @@ def zones(
             group_column: groups[pos[0]],
             "units": len(members_),
             "members": list(members_),
-            "mean_score": _nan_to(_nanmean(scores[pos]), None),
+            "mean_score": _nan_to(mean_of[i], None),
             "max_score": _nan_to(np.nan if np.isnan(scores[pos]).all() else np.nanmax(scores[pos]), None),
             "area_km2": float(np.where(np.isnan(areas_km2[pos]), 0.0, areas_km2[pos]).sum()),
-            "bbox": _total_bounds(bounds[pos]),
+            "bbox": boxes[i],
         }
         if pillars is not None:
             row["pillar"] = _mode(pillars[pos])
@@ -317,41 +330,44 @@ def zone_areas_km2(units: gpd.GeoDataFrame, id_column: str = "key") -> pd.Series
     return pd.Series(areas, index=pd.Index(_ids(units, id_column), name=id_column))
 
 
-def _components(members: list[Hashable], w: libpysal.weights.W, group: pd.Series) -> list[list[Hashable]]:
-    """Connected components of members in w, edges only within a group; each sorted, in first-member order."""
-    member_set, seen = set(members), set()
-    group_of = dict(
-        zip(group.index, group.to_numpy(dtype=object), strict=True)
-    )  # not a Series lookup per edge
-    components = []
-    for start in members:
-        if start in seen:
-            continue
-        seen.add(start)
-        component, queue = [start], deque([start])
-        while queue:
-            unit = queue.popleft()
-            for other in w.neighbors.get(unit, []):
-                if other in member_set and other not in seen and group_of[other] == group_of[unit]:
-                    seen.add(other)
-                    component.append(other)
-                    queue.append(other)
-        components.append(sorted(component, key=str))
-    return components
+def _components(
+    frame: pd.DataFrame, is_member: BoolArray, w: libpysal.weights.W, group: pd.Series
+) -> list[list[Hashable]]:
+    """Connected components of the member units (rows of frame where is_member) in w, edges only within a
+    group; each sorted by str of its ids, in the order of their first member (scipy's connected components
+    of the members' adjacency, no per-edge Python)."""
+    from scipy.sparse.csgraph import connected_components
+
+    members = np.flatnonzero(is_member)
+    if not len(members):
+        return []
+    ids = frame.index.to_numpy(dtype=object)
+    where = pd.Index(w.id_order).get_indexer(ids[members])  # -1: a unit w does not know has no neighbours
+    known = np.flatnonzero(where >= 0)
+    a = sparse.coo_array(sparse.csr_array(w.sparse)[where[known]][:, where[known]])
+    row, col = known[a.row], known[a.col]
+    codes = pd.factorize(group.to_numpy(dtype=object)[members])[0]
+    keep = codes[row] == codes[col]
+    n = len(members)
+    graph = sparse.csr_array((np.ones(int(keep.sum())), (row[keep], col[keep])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    # components in the order of their first member, as a breadth-first walk from each member in turn finds them
+    _, first = np.unique(labels, return_index=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    out: list[list[Hashable]] = [[] for _ in first]
+    for unit, label in zip(ids[members].tolist(), rank[labels].tolist(), strict=True):
+        out[label].append(unit)
+    return [sorted(component, key=str) for component in out]
 
 
 def _ids(units: gpd.GeoDataFrame, id_column: str) -> list[Hashable]:
     """The unit ids, checked to be present and unique."""
-    ids = units[id_column]
-    if ids.isna().any() or not ids.is_unique:
+    ids = units[id_column].to_numpy(dtype=object)
+    out: list[Hashable] = ids.tolist()
+    if pd.isna(ids).any() or len(set(out)) != len(out):
         raise ValueError(f"Column '{id_column}' must hold a unique, non-null id for every unit.")
-    return list(ids)
-
-
-def _total_bounds(bounds: np.ndarray) -> list[float]:
-    """[minx, miny, maxx, maxy] over rows of per-geometry bounds (as GeoSeries.total_bounds)."""
-    return [float(np.nanmin(bounds[:, 0])), float(np.nanmin(bounds[:, 1])), float(np.nanmax(bounds[:, 2])),
-            float(np.nanmax(bounds[:, 3]))]  # fmt: skip
+    return out
 
 
 def _nanmean(values: np.ndarray) -> float:

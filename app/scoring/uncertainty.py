@@ -64,10 +64,12 @@ from app.scoring.engine import (
     IntArray,
     Layout,
     Matrix,
+    Prepared,
     final_scores,
     layout,
     normalise_block,
     normalised,
+    prepare,
     rank_desc,
     scope_groups,
     score,
@@ -253,6 +255,7 @@ def _draw_ranks(
                 continue
             # normalised and filled once per data, treatment, normaliser and missing treatment (matrix.memo)
             x = normalised(matrix, profile, method, how)[inputs.ranked]
+            prepared: dict[Aggregation, Prepared] = {}  # per within-component aggregation, for every chunk
             for a in range(1 + len(AGGREGATIONS)):
                 chosen = np.flatnonzero(
                     (draws.normaliser == v) & (draws.missing == m) & (draws.aggregation == a)
@@ -262,6 +265,8 @@ def _draw_ranks(
                     if a == 0
                     else (AGGREGATIONS[a - 1], AGGREGATIONS[a - 1])
                 )
+                if len(chosen) and within not in prepared:
+                    prepared[within] = prepare(x, within)
                 for chunk in _chunks(chosen, len(x)):
                     overrides = (
                         _perturbed(matrix, profile, inputs, draws.noise[chunk], method, how)
@@ -277,6 +282,7 @@ def _draw_ranks(
                         within=within,
                         across=across,
                         overrides=overrides,
+                        prepared=prepared[within],
                     )
                     ranks[:, chunk] = rank_desc(final, groups)
     return ranks, groups, inputs.ranked
