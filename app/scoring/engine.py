@@ -750,8 +750,6 @@ def nullable_int(values: IntArray, keep: BoolArray) -> pd.arrays.IntegerArray:
 def pillar_percentiles(lay: Layout, subs: FloatArray, groups: IntArray) -> tuple[FloatArray, IntArray]:
     """Per pillar (rows, in `lay.pillars` order) and unit: the within-group percentile of its sub-score
     (NaN without data) and its descending rank among the group's units with data (-1 without data)."""
-    from scipy.stats import rankdata
-
     start = 1 if lay.has_migration else 0
     n = subs.shape[1]
     pct = np.full((len(lay.pillars), n), np.nan)
@@ -763,10 +761,29 @@ def pillar_percentiles(lay: Layout, subs: FloatArray, groups: IntArray) -> tuple
             if not len(idx):
                 continue
             vals = np.round(v[idx], RANK_DECIMALS)
-            up = rankdata(vals, method="average")
+            up, down = _tie_ranks(vals)
             pct[j, idx] = (up - 1) / (len(idx) - 1) if len(idx) > 1 else 0.5
-            ranks[j, idx] = rankdata(-vals, method="min").astype(np.int64)
+            ranks[j, idx] = down
     return pct, ranks
+
+
+def _tie_ranks(values: FloatArray) -> tuple[FloatArray, IntArray]:
+    """Of values without NaN: the ascending rank with ties averaged and the descending rank with ties sharing
+    the lowest, as scipy's ``rankdata(values, "average")`` and ``rankdata(-values, "min")`` give them (the
+    same numbers: integers and halves are exact), from one sort."""
+    n = len(values)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(new)  # each run of equal values occupies [start, end) in ascending order
+    ends = np.append(starts[1:], n)
+    run = np.cumsum(new) - 1
+    up = np.empty(n)
+    up[order] = 0.5 * (starts + 1 + ends)[run]
+    down = np.empty(n, dtype=np.int64)
+    down[order] = (n - ends + 1)[run]
+    return up, down
 
 
 def _lead_pillars(lay: Layout, pct: FloatArray) -> tuple[list[str | None], list[str | None]]:

@@ -270,13 +270,13 @@ def _score_rows(
     cols["zone"] = _py(zone_of.reindex(n.index))
     pillar_scores = [_py(n[f"pillar_{p}"]) for p in PILLARS]
     pillar_ranks = [_py(n[f"pillar_rank_{p}"]) for p in PILLARS]
-    cols["pillar_scores"] = [
-        _json(dict(zip(PILLARS, v, strict=True))) for v in zip(*pillar_scores, strict=True)
-    ]
-    cols["pillar_ranks"] = [
-        _json(dict(zip(PILLARS, v, strict=True))) for v in zip(*pillar_ranks, strict=True)
-    ]
-    cols["top_indicators"] = [_json(top) for top in n["top_indicators"].to_numpy()]
+    cols["pillar_scores"] = _json_each(
+        [dict(zip(PILLARS, v, strict=True)) for v in zip(*pillar_scores, strict=True)], "{}"
+    )
+    cols["pillar_ranks"] = _json_each(
+        [dict(zip(PILLARS, v, strict=True)) for v in zip(*pillar_ranks, strict=True)], "{}"
+    )
+    cols["top_indicators"] = _json_each(n["top_indicators"].tolist(), "[]")
     return [
         dict(zip(SCORE_COLUMNS, row, strict=True))
         for row in zip(*(cols[c] for c in SCORE_COLUMNS), strict=True)
@@ -286,6 +286,23 @@ def _score_rows(
 def _json(value: Any) -> str:
     """JSON text as ``json.dumps`` of ``_none``-cleaned values gives: NaN and ±inf (and pd.NA) become null."""
     return orjson.dumps(value, default=_none, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _json_each(values: list[Any], brackets: str) -> list[str]:
+    """``[_json(v) for v in values]`` from one serialisation of the whole list, split between its items: for
+    items that are all objects ("{}") or all arrays ("[]") with no such bracket inside their own text (flat
+    objects of numbers, null and plain strings; arrays of those). Any other split falls back to one
+    serialisation per item."""
+    if not values:
+        return []
+    opening, closing = brackets[0], brackets[1]
+    body = _json(values)[1:-1]
+    parts = body.split(f"{closing},{opening}")
+    if len(parts) != len(values) or not (body.startswith(opening) and body.endswith(closing)):
+        return [_json(v) for v in values]
+    parts[0] = parts[0][1:]
+    parts[-1] = parts[-1][:-1]
+    return [f"{opening}{p}{closing}" for p in parts]
 
 
 def _py(values: pd.Series) -> list[Any]:

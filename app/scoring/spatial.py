@@ -268,8 +268,10 @@ def zones(
     group = frame[group_column]
     components = _components(frame, is_member.to_numpy(), w, group)
     scores = pd.to_numeric(frame[value_column], errors="coerce").to_numpy(dtype=float)
-    position = {unit: k for k, unit in enumerate(frame.index)}
-    at = [np.fromiter((position[m] for m in c), dtype=np.int64, count=len(c)) for c in components]
+    # each component's positions in frame, from one lookup of all the members
+    lengths = np.fromiter(map(len, components), dtype=np.int64, count=len(components))
+    found = frame.index.get_indexer([m for c in components for m in c]).astype(np.int64)
+    at = np.split(found, np.cumsum(lengths)[:-1]) if len(components) else []
     prefixes, groups = frame[prefix_column].to_numpy(dtype=object), group.to_numpy(dtype=object)
     mean_of = [_nanmean(scores[pos]) for pos in at]
     means = [_nan_to(m, -np.inf) for m in mean_of]
