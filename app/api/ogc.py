@@ -306,42 +306,57 @@ def _features_html(title: str, feats: list[dict[str, Any]], links: list[dict[str
 
 
 @router.get("/collections/{collection_id}/items", summary="Features", include_in_schema=False)
-def get_items(request: Request, conn: ConnDep, collection_id: str) -> Response:
+def get_items(request: Request, collection_id: str) -> Response:
     """A page of features: limit, offset, bbox, bbox-crs, crs, property filters, filter (CQL2 text), sortby,
-    properties, geometry=simplified|full. GeoJSON is assembled by PostgreSQL and streamed (see
-    `features.items_json`); the envelope's counts and links follow the features."""
-    c = coll.get(conn, collection_id)
-    _only(request, *features.RESERVED, *_extra(c), properties=[p.name for p in c.props])
-    params = dict(request.query_params)
-    ctx = _context(request, conn, c)
-    if _wants_html(request):
-        total, feats, q = features.items(conn, c, ctx, params)
-        return _features_html(f"{c.title}: {total} features", feats, _items_links(request, total, q))
+    properties, geometry=simplified|full. GeoJSON is assembled by PostgreSQL (see `features.items_json`); a
+    page that fits in one chunk is sent whole, a larger one streamed, the envelope's counts and links after
+    the features. One connection serves the request, and a streamed response owns it until its end. It reads
+    in autocommit: each statement sees the data as it was when it began, as in a read-committed transaction,
+    without the BEGIN and ROLLBACK round trips."""
     engine: Engine = request.app.state.engine
-    stream = engine.connect()  # the response outlives the request's connection: the stream owns its own
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    streaming = False
     try:
-        total, chunks, q = features.items_json(stream, c, ctx, params)
-    except BaseException:
-        stream.close()
-        raise
-    links = _items_links(request, total, q)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        c = coll.get(conn, collection_id)
+        _only(request, *features.RESERVED, *_extra(c), properties=[p.name for p in c.props])
+        params = dict(request.query_params)
+        ctx = _context(request, conn, c)
+        if _wants_html(request):
+            total, feats, q = features.items(conn, c, ctx, params)
+            return _features_html(f"{c.title}: {total} features", feats, _items_links(request, total, q))
+        page = features.items_json(conn, c, ctx, params)
+        headers = {"Content-Crs": f"<{page.q.crs.uri}>"}
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def body() -> Iterator[bytes]:
-        returned = 0
-        try:
-            yield b'{"type":"FeatureCollection","features":['
-            for i, (n, chunk) in enumerate(chunks):
-                yield (b"," if i else b"") + chunk
-                returned += n
-            tail = {"numberMatched": total, "numberReturned": returned, "timeStamp": stamp, "links": links}
-            yield b"]," + orjson.dumps(tail)[1:]
-        finally:
-            stream.close()
+        def tail(returned: int) -> bytes:
+            total = page.number_matched(returned)
+            links = _items_links(request, total, page.q)
+            meta = {"numberMatched": total, "numberReturned": returned, "timeStamp": stamp, "links": links}
+            return b"]," + orjson.dumps(meta)[1:]
 
-    return StreamingResponse(
-        body(), media_type="application/geo+json", headers={"Content-Crs": f"<{q.crs.uri}>"}
-    )
+        head = b'{"type":"FeatureCollection","features":['
+        n, first = page.first
+        if page.complete:
+            return Response(head + first + tail(n), media_type="application/geo+json", headers=headers)
+
+        def body() -> Iterator[bytes]:
+            returned = n
+            try:
+                yield head + first
+                for more, chunk in page.rest:
+                    yield b"," + chunk
+                    returned += more
+                yield tail(returned)
+            finally:
+                page.rest.close()
+                conn.close()
+
+        response = StreamingResponse(body(), media_type="application/geo+json", headers=headers)
+        streaming = True
+        return response
+    finally:
+        if not streaming:
+            conn.close()
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature", include_in_schema=False)

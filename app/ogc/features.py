@@ -6,13 +6,17 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Select, Text, and_, func, literal_column, select, true
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.util import LRUCache
 
 from app.errors import InvalidParameter, NotFound
 from app.ogc import crs as crs_mod
@@ -261,23 +265,105 @@ def _feature_json(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
     return select(literal_column(sql, Text).label("feature")).select_from(sub)
 
 
-CHUNK_ROWS = 500  # features per chunk of a streamed response (with a server-side cursor)
+CHUNK_BYTES = 1 << 20  # a streamed page is sent in chunks of about this many bytes of features
+FETCH_ROWS = 100  # rows per chunk PostgreSQL sends (libpq's chunked-rows mode)
 
 
-def items_json(
-    conn: Connection, c: Collection, ctx: Context, params: Mapping[str, str]
-) -> tuple[int, Iterator[tuple[int, bytes]], ItemsQuery]:
-    """numberMatched, the page's features as GeoJSON text in chunks of (features, comma-joined bytes) (a server-side cursor: a page of 10,000
-    features is never held whole in memory), and the parsed query. The query has run when this returns, so
-    database errors surface before a response starts."""
-    sub = c.build(ctx)
+class _Bytes(psycopg.adapt.Loader):
+    """Text as the bytes PostgreSQL sent (the features are UTF-8 JSON already: no decode and re-encode)."""
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+@dataclass
+class ItemsPage:
+    """A page of features being read: the parsed query, the first chunk of comma-joined features (read when
+    the page is made, so database errors surface before a response starts), the chunks after it, and
+    numberMatched once every chunk has been read."""
+
+    q: ItemsQuery
+    first: tuple[int, bytes]
+    rest: Generator[tuple[int, bytes], None, None]
+    complete: bool  # the first chunk is the whole page
+    _count: Callable[[], int]
+
+    def number_matched(self, returned: int) -> int:
+        """numberMatched: a page that ends short of its limit tells it (offset + returned), so the count is
+        run only for a full page or a page past the end."""
+        if returned < self.q.limit and (returned or not self.q.offset):
+            return self.q.offset + returned
+        return self._count()
+
+
+_COMPILED: Any = LRUCache(256)  # SQLAlchemy's compiled statements by cache key (as an engine keeps them)
+
+
+def _compiled(conn: Connection, stmt: Select[Any]) -> tuple[str, dict[str, Any]]:
+    """SQL and parameters of a statement as SQLAlchemy would send them to psycopg. The SQL is SQLAlchemy's
+    compiled statement for the statement's cache key (the same shape of request with other values), as
+    `conn.execute` would reuse it; a statement with expanding parameters (IN lists) is compiled each time."""
+    cached, extracted, *_ = stmt._compile_w_cache(
+        dialect=conn.dialect, compiled_cache=_COMPILED, column_keys=[], for_executemany=False
+    )
+    comp = cast(SQLCompiler, cached)
+    if comp.post_compile_params or comp.literal_execute_params:
+        comp = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        extracted = None
+    params = comp.construct_params(extracted_parameters=extracted) or {}
+    procs = cast(dict[str, Callable[[Any], Any]], comp._bind_processors)
+    return comp.string, {k: procs[k](v) if k in procs else v for k, v in params.items()}
+
+
+def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple[int, bytes], None, None]:
+    """The rows of `sql` in chunks of about CHUNK_BYTES: (features, comma-joined bytes). Database errors
+    come as SQLAlchemy's (as from `conn.execute`), so the API's error handlers treat them alike."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cur.adapters.register_loader("text", _Bytes)
+    rows = cast(Generator[tuple[bytes], None, None], cur.stream(sql, args, size=FETCH_ROWS))
+    buf: list[bytes] = []
+    size = 0
+    try:
+        for (feature,) in rows:
+            buf.append(feature)
+            size += len(feature)
+            if size >= CHUNK_BYTES:
+                yield len(buf), b",".join(buf)
+                buf, size = [], 0
+    except psycopg.Error as exc:
+        gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, cur)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, args, exc, psycopg.Error, connection_invalidated=gone, dialect=conn.dialect
+        ) from exc
+    finally:
+        rows.close()  # a stream left early: psycopg cancels the query and reads what was sent
+        cur.close()
+    if buf:
+        yield len(buf), b",".join(buf)
+
+
+def items_json(conn: Connection, c: Collection, ctx: Context, params: Mapping[str, str]) -> ItemsPage:
+    """A page of features as GeoJSON text made by PostgreSQL, streamed in one query (libpq's chunked-rows
+    mode: no server-side cursor round trips; a page of 10,000 features is never held whole in memory, only
+    about CHUNK_BYTES of it). The connection is busy until `rest` has been read to its end or closed."""
+    sub = c.subquery(ctx)
     q = parse(params, c, columns(sub, c), sub.c.geom)
     cond = and_(true(), *q.where)
-    total = conn.execute(select(func.count()).select_from(sub).where(cond)).scalar_one()
     stmt = _feature_json(c, sub, q).where(cond).order_by(*q.order, sub.c.fid).limit(q.limit).offset(q.offset)
-    result = conn.execution_options(stream_results=True, max_row_buffer=CHUNK_ROWS).execute(stmt)
-    chunks = ((len(part), b",".join(r[0].encode() for r in part)) for part in result.partitions(CHUNK_ROWS))
-    return int(total), chunks, q
+    sql, args = _compiled(conn, stmt)
+    rest = _chunks(conn, sql, args)
+    first = next(rest, (0, b""))
+    # _chunks yields a chunk short of CHUNK_BYTES only at the end
+    complete = first[0] == 0 or first[0] == q.limit or len(first[1]) < CHUNK_BYTES
+    if complete and next(rest, None) is not None:  # nothing more: this reads the end of the stream
+        raise RuntimeError("a complete page had more rows")
+
+    def count() -> int:
+        return int(conn.execute(select(func.count()).select_from(sub).where(cond)).scalar_one())
+
+    return ItemsPage(q, first, rest, complete, count)
 
 
 def item_json(
