@@ -40,6 +40,7 @@ loaded database (`make run` once, or DATABASE_URL).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
@@ -79,6 +80,16 @@ PIP_TIMEOUT_S = 300
 CLIENT_TIMEOUT_S = 60.0
 MAX_REQUESTS_PER_CLIENT = 5000
 HEADERS = {"Accept-Encoding": "identity"}
+_REQUESTS = itertools.count()
+
+
+def _fresh(request: httpx.Request) -> None:
+    """Each request carries a header of its own that no server reads, so that a cache of whole answers keyed
+    on the request's headers (Raíces' app.api.response_cache) cannot answer it: every side does the work."""
+    request.headers["X-Bench-Request"] = str(next(_REQUESTS))
+
+
+HOOKS = {"request": [_fresh]}
 CQL2 = "country='GTM' AND area_km2 > 100"
 UTM16 = "http://www.opengis.net/def/crs/EPSG/0/32616"
 PROPS = "pcode, national_code, name, country, department_pcode, department_name, boundary_set, area_km2"
@@ -478,7 +489,7 @@ def throughput(server: Server, path: str, clients: int, seconds: float, into: St
 
     def worker() -> None:
         done = errors = 0
-        with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client:
+        with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS, event_hooks=HOOKS) as client:
             while time.monotonic() < stop_at and done + errors < MAX_REQUESTS_PER_CLIENT:
                 try:
                     r = client.get(server.base + path)
@@ -549,7 +560,7 @@ def memory(server: Server, small: str, large: str, repeat: int = 3) -> Memory:
     """`repeat` small pages, then `repeat` of the largest; the small ones first so that the large one meets
     an allocator that has not yet held anything of its size."""
     m = Memory(small, large)
-    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client:
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS, event_hooks=HOOKS) as client:
         m.rss_before = psutil.Process(server.proc.pid).memory_info().rss
         for _ in range(repeat):
             grew, m.small_bytes = rss_growth(client, server.proc.pid, server.base + small)
@@ -614,7 +625,7 @@ def run(
 
     probes: dict[str, dict[str, Probe]] = {}
     floor_rows: dict[str, int] = {}
-    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS) as client, psycopg.connect(pg_url) as conn:
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS, event_hooks=HOOKS) as client, psycopg.connect(pg_url) as conn:
         for c in cases:
             probes[c.name] = {}
             for s in servers:
