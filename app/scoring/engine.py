@@ -713,13 +713,21 @@ def local_values(
 
 
 def fallback_mask(matrix: Matrix, lay: Layout) -> BoolArray:
-    """Units × the layout's indicators: True where the value is a department's figure standing in."""
+    """Units × the layout's indicators: True where the value is a department's figure standing in (a writable
+    copy: department_constant adds to it; read once per data and indicators when the matrix has a memo)."""
     if matrix.fallback is None:
         return np.zeros((len(matrix.values.index), len(lay.codes)), dtype=bool)
-    frame = matrix.fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
-    # a writable copy: department_constant adds to it
-    mask: BoolArray = frame.astype("boolean").fillna(False).to_numpy(dtype=bool, copy=True)
-    return mask
+    fallback = matrix.fallback
+
+    def build() -> BoolArray:
+        frame = fallback.reindex(index=matrix.values.index, columns=list(lay.codes))
+        mask: BoolArray = frame.astype("boolean").fillna(False).to_numpy(dtype=bool, copy=True)
+        return mask
+
+    if matrix.memo is None:
+        return build()
+    kept: BoolArray = matrix.memo.get(("fallback", lay.codes), build)
+    return kept.copy()
 
 
 def department_constant(matrix: Matrix, lay: Layout, raw: FloatArray, groups: IntArray) -> BoolArray:

@@ -115,16 +115,15 @@ def hotspots(
     values = pd.to_numeric(units[value_column], errors="coerce").to_numpy(dtype=float)
     if (values < 0).any():
         raise ValueError(f"Gi* needs non-negative values; '{value_column}' has negative ones.")
-    out = pd.DataFrame(
-        {
-            "gi_z": np.nan,
-            "p_sim": np.nan,
-            "significant": False,
-            "label": np.where(np.isnan(values), NO_DATA, NO_NEIGHBOURS),
-            "confidence": [None] * len(ids),
-        },
-        index=pd.Index(ids, name=id_column),
-    )
+    n = len(ids)
+    # the columns as arrays, filled by position group by group (no pandas .loc per column and group)
+    out: dict[str, np.ndarray] = {
+        "gi_z": np.full(n, np.nan),
+        "p_sim": np.full(n, np.nan),
+        "significant": np.zeros(n, dtype=bool),
+        "label": np.where(np.isnan(values), NO_DATA, NO_NEIGHBOURS).astype(object),
+        "confidence": np.full(n, None, dtype=object),
+    }
     adjacency = adjacency_matrix(w if w is not None else contiguity(units, id_column), ids)
     groups = (
         pd.Series(0, index=units.index) if group_column is None else units[group_column].fillna("")
@@ -133,7 +132,7 @@ def hotspots(
         rows = np.nonzero((groups == group) & ~np.isnan(values))[0]
         if len(rows):
             _hotspots_in_group(rows, values[rows], adjacency, out, permutations, seed, alpha)
-    return out
+    return pd.DataFrame(out, index=pd.Index(ids, name=id_column))
 
 
 def adjacency_matrix(w: libpysal.weights.W, ids: Sequence[Hashable]) -> sparse.csr_array:
@@ -154,18 +153,18 @@ def _hotspots_in_group(
     rows: np.ndarray,
     values: np.ndarray,
     adjacency: sparse.csr_array,
-    out: pd.DataFrame,
+    out: dict[str, np.ndarray],
     permutations: int,
     seed: int,
     alpha: float,
 ) -> None:
-    """Fill out's rows (positions `rows`) for one group's units that have a value."""
+    """Fill the columns of out at positions `rows`, one group's units that have a value."""
     a = sparse.csr_array(adjacency[rows][:, rows])
     linked = np.asarray(a.sum(axis=1)).ravel() > 0
     if not linked.any():
         return
-    connected = out.index[rows[linked]]
-    out.loc[connected, "label"] = NOT_SIGNIFICANT
+    connected = rows[linked]
+    out["label"][connected] = NOT_SIGNIFICANT
     y = values[linked]
     if len(y) < 3 or np.ptp(y) == 0:
         return  # nothing to permute against, or no variation to find
@@ -177,13 +176,13 @@ def _hotspots_in_group(
     for level in sorted(CONFIDENCE_LEVELS):  # highest level last, so it wins
         passed = significant & (p <= benjamini_hochberg(p, 1 - level / 100))
         confidence = [level if ok else c for ok, c in zip(passed, confidence, strict=True)]
-    out.loc[connected, "gi_z"] = z
-    out.loc[connected, "p_sim"] = p
-    out.loc[connected, "significant"] = significant
-    out.loc[connected, "label"] = np.where(
+    out["gi_z"][connected] = z
+    out["p_sim"][connected] = p
+    out["significant"][connected] = significant
+    out["label"][connected] = np.where(
         significant & (z > 0), HOT, np.where(significant & (z < 0), COLD, NOT_SIGNIFICANT)
     )
-    out.loc[connected, "confidence"] = pd.Series(confidence, index=connected, dtype=object)
+    out["confidence"][connected] = np.array(confidence, dtype=object)
 
 
 def gi_star_z(y: np.ndarray, adjacency: sparse.csr_array) -> np.ndarray:
