@@ -36,7 +36,13 @@ import shapely
 from app.scoring.data import ScoringData
 from app.scoring.engine import Matrix, WeightFree, score
 from app.scoring.profile import Profile
-from app.scoring.service import DEFAULT_PROFILE, compute_on, geography_of, profile_by_id
+from app.scoring.service import (
+    DEFAULT_PROFILE,
+    SCORE_COLUMNS,
+    compute_on,
+    geography_of,
+    profile_by_id,
+)
 from app.scoring.uncertainty import rank_uncertainty
 
 TARGET_NEW_S, TARGET_CACHED_S, TARGET_SYNTHETIC_S = 0.3, 0.05, 3.0
@@ -182,7 +188,8 @@ def synthetic_compute(units: int, repeat: int) -> tuple[str, float, float]:
         times.append(time.perf_counter() - start)
     first = times.pop(0)
     median = statistics.median(times)
-    hot = sum(r["hotspot"] == "hot" for r in result["scores"])
+    at = SCORE_COLUMNS.index("hotspot")
+    hot = sum(r[at] == "hot" for r in result["scores"])
     print(
         f"\nsynthetic grid, {units:,} units: contiguity and areas (once per data epoch) {built:.1f} s; the "
         f"epoch's first scenario (fills the weight-free memo) {first:.2f} s; whole compute of a new scenario "

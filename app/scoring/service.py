@@ -137,7 +137,8 @@ def geography_of(frame: gpd.GeoDataFrame) -> Geography:
 
 
 def compute(conn: Connection, profile: Profile, set_ids: list[str]) -> dict[str, Any]:
-    """Score, rank uncertainty, hotspots and zones for a profile: rows ready to store."""
+    """Score, rank uncertainty, hotspots and zones for a profile: rows ready to store ("scores": one tuple per
+    unit in SCORE_COLUMNS order; "zones": one dict per zone; "fit")."""
     d = scoring_data.load(conn, profile, set_ids)
     fit_vintage = _vintage(d, profile) if profile.empirical is not None else None
     return compute_on(d, profile, geography(conn, set_ids), fit_vintage)
@@ -245,8 +246,8 @@ SCORE_COLUMNS = (
 
 def _score_rows(
     d: scoring_data.ScoringData, n: pd.DataFrame, u: pd.DataFrame, hot: pd.DataFrame, zone_of: pd.Series
-) -> list[dict[str, Any]]:
-    """One dict per unit (SCORE_COLUMNS), column by column: missing and non-finite values become None,
+) -> list[tuple[Any, ...]]:
+    """One tuple per unit (SCORE_COLUMNS order), column by column: missing and non-finite values become None,
     numpy scalars Python ones, the pillar and indicator details JSON text."""
     units = d.units.loc[n.index]
     cols: dict[str, list[Any]] = {
@@ -277,10 +278,7 @@ def _score_rows(
         [dict(zip(PILLARS, v, strict=True)) for v in zip(*pillar_ranks, strict=True)], "{}"
     )
     cols["top_indicators"] = _json_each(n["top_indicators"].tolist(), "[]")
-    return [
-        dict(zip(SCORE_COLUMNS, row, strict=True))
-        for row in zip(*(cols[c] for c in SCORE_COLUMNS), strict=True)
-    ]
+    return list(zip(*(cols[c] for c in SCORE_COLUMNS), strict=True))
 
 
 def _json(value: Any) -> str:
@@ -484,7 +482,7 @@ def _store(conn: Connection, run: int, result: dict[str, Any], version: str) -> 
     columns = ", ".join(("run_id", *SCORE_COLUMNS))
     with gc_paused(), cursor.copy(f"COPY scores ({columns}) FROM STDIN") as copy:
         for row in result["scores"]:
-            copy.write_row((run, *(row[c] for c in SCORE_COLUMNS)))
+            copy.write_row((run, *row))
     zones = result["zones"]
     if not zones:
         return

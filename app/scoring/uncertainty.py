@@ -254,7 +254,8 @@ def _draw_ranks(
             if not ((draws.normaliser == v) & (draws.missing == m)).any():
                 continue
             # normalised and filled once per data, treatment, normaliser and missing treatment (matrix.memo)
-            x = normalised(matrix, profile, method, how)[inputs.ranked]
+            full = normalised(matrix, profile, method, how)
+            x = full if inputs.ranked.all() else full[inputs.ranked]  # read-only either way
             prepared: dict[Aggregation, Prepared] = {}  # per within-component aggregation, for every chunk
             for a in range(1 + len(AGGREGATIONS)):
                 chosen = np.flatnonzero(
@@ -330,12 +331,18 @@ def summarise(
     p_top = np.empty(len(ranks))
     stable = np.empty(len(ranks))
     step = max(1, CHUNK_CELLS // ranks.shape[1])
+    # numpy's median and 'lower' / 'higher' quantiles read from one sort of each unit's ranks: the positions
+    # are the ones numpy picks among D draws (found by asking it about 0 … D − 1)
+    d = ranks.shape[1]
+    at_lo = int(np.quantile(np.arange(d), 0.05, method="lower"))
+    at_hi = int(np.quantile(np.arange(d), 0.95, method="higher"))
     for start in range(0, len(ranks), step):
         rows = slice(start, start + step)
         block = ranks[rows]
-        median[rows] = np.median(block, axis=1)
-        lo[rows] = np.quantile(block, 0.05, axis=1, method="lower")
-        hi[rows] = np.quantile(block, 0.95, axis=1, method="higher")
+        ordered = np.sort(block, axis=1)
+        median[rows] = (ordered[:, (d - 1) // 2].astype(np.float64) + ordered[:, d // 2]) / 2
+        lo[rows] = ordered[:, at_lo]
+        hi[rows] = ordered[:, at_hi]
         p_top[rows] = (block <= profile.top_k).mean(axis=1)
         tier = tiers(block.astype(np.int64), groups[rows], profile.tier_cutoffs, sizes=np.bincount(groups))
         stable[rows] = (tier == nominal_tier[rows, None]).mean(axis=1)
