@@ -33,7 +33,10 @@ Measured, in this order:
      and `/collections/{id}`;
   3. throughput of the simplified items page and of the tile with `--concurrency` clients for `--seconds`.
 Printed as Raíces/tipg (issue 14's targets: items ≤ 0.5, tiles ≤ 1) and Raíces/floor (items ≤ 2), with the
-load average of the machine at the start and at the end. Responses are asked for uncompressed. Needs a
+load average of the machine at the start and at the end. Responses are asked for uncompressed, each request
+with a header of its own (`X-Bench-Request: <n>`, read by no server), so that Raíces' cache of whole answers
+(app/api/response_cache.py, which keys on the request's headers) answers none of them: the figures are what
+the route does for a request it has not seen. Needs a
 loaded database (`make run` once, or DATABASE_URL).
 """
 

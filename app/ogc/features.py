@@ -266,7 +266,8 @@ def _feature_json(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
 
 
 CHUNK_BYTES = 1 << 20  # a streamed page is sent in chunks of about this many bytes of features
-FETCH_ROWS = 100  # rows per chunk PostgreSQL sends (libpq's chunked-rows mode)
+# rows per chunk PostgreSQL sends (libpq's chunked-rows mode); 250 rows of full geometry are about 1.5 MB
+FETCH_ROWS = 250
 
 
 class _Bytes(psycopg.adapt.Loader):
