@@ -265,7 +265,7 @@ def _feature_json(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
     return select(literal_column(sql, Text).label("feature")).select_from(sub)
 
 
-CHUNK_BYTES = 1 << 20  # a streamed page is sent in chunks of about this many bytes of features
+CHUNK_BYTES = 2 << 20  # a page up to this many bytes of features is sent whole, a larger one in chunks of it
 # rows per chunk PostgreSQL sends (libpq's chunked-rows mode); 250 rows of full geometry are about 1.5 MB
 FETCH_ROWS = 250
 
