@@ -337,9 +337,10 @@ class Scenarios:
     def wait(self, job_id: int, seconds: float) -> JobState:
         """The job's state once it has finished, or after `seconds` (polled, 50 ms growing to 0.5 s). A job
         whose task runs in this process (the in-process worker) wakes the wait when its task returns; then
-        the status, which procrastinate writes just after, is polled every 5 ms."""
+        the status, which procrastinate writes just after, is polled from 5 ms on (doubling)."""
         deadline = time.monotonic() + seconds
         pause = 0.05
+        quick = FINISH_POLL_S
         while True:
             state = self.state(job_id)
             assert state is not None  # deferred by us; jobs are only deleted by an operator
@@ -347,7 +348,8 @@ class Scenarios:
                 return state
             left = max(0.0, deadline - time.monotonic())
             if _finished.wait(job_id, min(pause, left)):
-                time.sleep(min(FINISH_POLL_S, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(quick, max(0.0, deadline - time.monotonic())))
+                quick = min(quick * 2, 0.5)
             else:
                 pause = min(pause * 1.5, 0.5)
 
