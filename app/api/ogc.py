@@ -337,21 +337,23 @@ def get_items(request: Request, collection_id: str) -> Response:
         head = b'{"type":"FeatureCollection","features":['
         n, first = page.first
         if page.complete:
-            return Response(head + first + tail(n), media_type="application/geo+json", headers=headers)
+            body = b"".join((head, first, tail(n)))  # one copy of the features
+            return Response(body, media_type="application/geo+json", headers=headers)
 
-        def body() -> Iterator[bytes]:
+        def chunks() -> Iterator[bytes]:
             returned = n
             try:
-                yield head + first
-                for more, chunk in page.rest:
-                    yield b"," + chunk
+                yield head
+                yield first
+                for more, chunk in page.rest:  # each starts with its comma
+                    yield chunk
                     returned += more
                 yield tail(returned)
             finally:
                 page.rest.close()
                 conn.close()
 
-        response = StreamingResponse(body(), media_type="application/geo+json", headers=headers)
+        response = StreamingResponse(chunks(), media_type="application/geo+json", headers=headers)
         streaming = True
         return response
     finally:

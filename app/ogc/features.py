@@ -317,20 +317,22 @@ def _compiled(conn: Connection, stmt: Select[Any]) -> tuple[str, dict[str, Any]]
 
 
 def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple[int, bytes], None, None]:
-    """The rows of `sql` in chunks of about CHUNK_BYTES: (features, comma-joined bytes). Database errors
+    """The rows of `sql` in chunks of about CHUNK_BYTES: (features, comma-joined bytes; every chunk after the
+    first starts with its comma, so that chunks are sent as they are, not copied again). Database errors
     come as SQLAlchemy's (as from `conn.execute`), so the API's error handlers treat them alike."""
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     cur.adapters.register_loader("text", _Bytes)
     rows = cast(Generator[tuple[bytes], None, None], cur.stream(sql, args, size=FETCH_ROWS))
     buf: list[bytes] = []
+    lead = 0  # 1 after the first chunk: an empty first item puts the comma before the chunk's features
     size = 0
     try:
         for (feature,) in rows:
             buf.append(feature)
             size += len(feature)
             if size >= CHUNK_BYTES:
-                yield len(buf), b",".join(buf)
-                buf, size = [], 0
+                yield len(buf) - lead, b",".join(buf)
+                buf, lead, size = [b""], 1, 0
     except psycopg.Error as exc:
         gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, cur)
         if gone:
@@ -341,8 +343,8 @@ def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple
     finally:
         rows.close()  # a stream left early: psycopg cancels the query and reads what was sent
         cur.close()
-    if buf:
-        yield len(buf), b",".join(buf)
+    if len(buf) > lead:
+        yield len(buf) - lead, b",".join(buf)
 
 
 def items_json(conn: Connection, c: Collection, ctx: Context, params: Mapping[str, str]) -> ItemsPage:
