@@ -69,6 +69,7 @@ Semantics (the profile, `app.scoring.profile`, is the spec; the choices made whe
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -467,14 +468,28 @@ def _broadcast_weights(
     )
 
 
-Prepared = tuple[BoolArray, FloatArray, FloatArray]
+class Prepared:
+    """What the aggregation of x within components needs whatever the weights (`prepare`)."""
+
+    def __init__(self, present: BoolArray, values: FloatArray, mask: FloatArray) -> None:
+        self.present = present  # where x has a value
+        self.values = values  # x in the aggregation space, 0 where absent
+        self.mask = mask  # the presence as 0/1
+
+    @functools.cached_property
+    def columns(self) -> tuple[FloatArray, FloatArray]:
+        """values and mask in column-major order: each component's columns are then one contiguous block, which
+        BLAS's matrix-matrix product (two draws or more) multiplies 3-4x faster than the strided columns of the
+        row-major arrays, with the same result bit for bit (checked on the real data for 2-100 draws). A
+        single draw is a matrix-vector product whose summation order follows the layout: it keeps the
+        row-major arrays."""
+        return np.asfortranarray(self.values), np.asfortranarray(self.mask)
 
 
 def prepare(x: FloatArray, within: Aggregation) -> Prepared:
-    """What the aggregation of x within components needs whatever the weights: where x has a value, x in
-    the aggregation space (0 where absent) and the presence as 0/1."""
+    """Where x has a value, x in the aggregation space (0 where absent) and the presence as 0/1."""
     present = ~np.isnan(x)
-    return present, np.where(present, _to_space(x, within), 0.0), present.astype(np.float64)
+    return Prepared(present, np.where(present, _to_space(x, within), 0.0), present.astype(np.float64))
 
 
 def _aggregate(
@@ -493,7 +508,9 @@ def _aggregate(
     `prepare(x, within)` when the caller aggregates the same x under several chunks of draws."""
     wi, wp, mw = weights
     n, d, n_comp = x.shape[0], wi.shape[0], len(lay.components)
-    present, values, mask = prepared if prepared is not None else prepare(x, within)
+    prep = prepared if prepared is not None else prepare(x, within)
+    present, values, mask = prep.present, prep.values, prep.mask
+    by_column, mask_by_column = prep.columns if d >= 2 else (values, mask)  # see Prepared.columns
     # per overridden column, the change from the nominal value in aggregation space, under each draw
     delta = {
         j: np.where(present[:, j, None], _to_space(np.nan_to_num(v), within), 0.0) - values[:, j, None]
@@ -505,7 +522,7 @@ def _aggregate(
     has_mig = np.zeros((n, d), dtype=bool)
     for c, idx in enumerate(lay.members):
         w = np.ascontiguousarray(wi[:, idx].T)
-        num, den = values[:, idx] @ w, mask[:, idx] @ w
+        num, den = by_column[:, idx] @ w, mask_by_column[:, idx] @ w
         for j, change in delta.items():
             if idx.start <= j < idx.stop:
                 num = num + change * w[j - idx.start][None, :]
