@@ -74,9 +74,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         try:
             yield
         finally:
-            cache.unwatch(engine)
             if worker is not None:
                 await worker.stop()
+            cache.unwatch(engine)
             scenarios.close()
             if owned:
                 engine.dispose()

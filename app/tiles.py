@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from app import baselines
+from app.cache import Memo, data_epoch
 from app.errors import InvalidParameter, NotFound
 from app.scoring.service import DEFAULT_PROFILE, profile_by_id
 
@@ -191,8 +192,17 @@ def newest_baseline(conn: Connection) -> int | None:
     return int(found) if found is not None else None
 
 
+_versions = Memo(8)
+
+
 def boundary_version(conn: Connection) -> str:
-    """A fingerprint of the default boundary sets: changes whenever one is reloaded or replaced."""
+    """A fingerprint of the default boundary sets: changes whenever one is reloaded or replaced. Kept per
+    data epoch: the load that writes a boundary set bumps the epoch in the same transaction."""
+    version: str = _versions.get(conn, ("boundaries", data_epoch(conn)), lambda: _boundary_version(conn))
+    return version
+
+
+def _boundary_version(conn: Connection) -> str:
     return str(
         conn.execute(
             text(
