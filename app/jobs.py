@@ -49,6 +49,11 @@ RETRY_STALLED = "retry_stalled_scenarios"  # each minute, by whichever worker de
 MAINTENANCE = "scenarios-maintenance"  # its queue: its own jobs are kept an hour, not as long as scenarios'
 WORKER_RETRY_S = 5.0  # the in-process worker starts again this long after losing its database
 FINISH_POLL_S = 0.005  # between status reads once a job's task has returned in this process
+# A worker looks for jobs on each NOTIFY and, failing one, every WORKER_POLL_S. procrastinate 3.x clears its
+# new-job event after a fetch that found nothing, so a job deferred while that fetch ran (a scenario posted just
+# as the previous one finished) waited for the 5 s default poll: about 1 request in 9 of benchmarks/scoring.py
+# took 4-7 s instead of 0.2-0.3 s. An idle worker's fetch is one small query.
+WORKER_POLL_S = 0.5
 # procrastinate's statuses as the API names them
 STATUSES = {
     "todo": "queued",
@@ -384,8 +389,14 @@ def profile_of(engine: Engine, profile_hash: str) -> Profile | None:
 
 
 def worker_options(settings: Settings, name: str) -> dict[str, Any]:
-    """procrastinate worker options: the scenarios queue, the configured concurrency."""
-    return {"queues": [QUEUE, MAINTENANCE], "concurrency": settings.worker_concurrency, "name": name}
+    """procrastinate worker options: the scenarios queue, the configured concurrency, and a fetch every
+    WORKER_POLL_S when no notification came (procrastinate's default is 5 s)."""
+    return {
+        "queues": [QUEUE, MAINTENANCE],
+        "concurrency": settings.worker_concurrency,
+        "name": name,
+        "fetch_job_polling_interval": WORKER_POLL_S,
+    }
 
 
 class InProcessWorker:
