@@ -322,17 +322,24 @@ def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple
     come as SQLAlchemy's (as from `conn.execute`), so the API's error handlers treat them alike."""
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     cur.adapters.register_loader("text", _Bytes)
-    rows = cast(Generator[tuple[bytes], None, None], cur.stream(sql, args, size=FETCH_ROWS))
+    # chunks of rows need psycopg 3.2 and libpq 17 (psycopg-binary's wheels bundle a recent libpq); without
+    # them PostgreSQL sends the rows one by one (single-row mode), as streamed but with more overhead
+    caps = getattr(psycopg, "capabilities", None)
+    if caps is not None and caps.has_stream_chunked():
+        stream = cur.stream(sql, args, size=FETCH_ROWS)
+    else:
+        stream = cur.stream(sql, args)
+    rows = cast(Generator[tuple[bytes], None, None], stream)
     buf: list[bytes] = []
     lead = 0  # 1 after the first chunk: an empty first item puts the comma before the chunk's features
-    size = 0
+    held = 0
     try:
         for (feature,) in rows:
             buf.append(feature)
-            size += len(feature)
-            if size >= CHUNK_BYTES:
+            held += len(feature)
+            if held >= CHUNK_BYTES:
                 yield len(buf) - lead, b",".join(buf)
-                buf, lead, size = [b""], 1, 0
+                buf, lead, held = [b""], 1, 0
     except psycopg.Error as exc:
         gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, cur)
         if gone:
