@@ -78,7 +78,8 @@ class EpochWatch:
         self.epoch: int | None = None  # None: not known, read the table
         self.generation = 0  # moves whenever the known epoch is dropped or replaced
         self.pending = 0  # this process's bumps not yet back in the pool
-        self.changed_at = -math.inf  # monotonic time the known epoch last moved or was dropped
+        self.changed_at = -math.inf  # monotonic time a new epoch was first known (not the first one read)
+        self.last: int | None = None  # the last epoch known, kept while `epoch` is dropped
         self.users = 0
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
@@ -90,33 +91,38 @@ class EpochWatch:
         with self.lock:
             return (None if self.pending else self.epoch), self.generation
 
+    def _known(self, epoch: int) -> None:
+        """Keep `epoch` as the epoch (the lock held)."""
+        if self.last is not None and epoch != self.last:
+            self.changed_at = time.monotonic()
+        self.last = self.epoch = epoch
+
     def store(self, epoch: int, generation: int) -> None:
         """An epoch read from the table by a request that saw `generation` before reading: kept unless
         something moved meanwhile or a bump of this process is still open."""
         with self.lock:
             if generation == self.generation and not self.pending and self.epoch is None:
-                self.epoch = epoch
+                self._known(epoch)
 
     def _set(self, epoch: int | None) -> None:
         with self.lock:
-            if epoch != self.epoch:
-                self.changed_at = time.monotonic()
             self.generation += 1
-            self.epoch = epoch
+            if epoch is None:
+                self.epoch = None
+            else:
+                self._known(epoch)
 
     def bump_started(self) -> None:
         with self.lock:
             self.pending += 1
             self.generation += 1
             self.epoch = None
-            self.changed_at = time.monotonic()
 
     def bump_ended(self) -> None:
         with self.lock:
             self.pending = max(0, self.pending - 1)
             self.generation += 1
             self.epoch = None
-            self.changed_at = time.monotonic()
 
     # --- the listening thread ----------------------------------------------------------------------------
 
@@ -159,9 +165,8 @@ class EpochWatch:
                 epoch = int(conn.execute(_EPOCH_SQL).fetchone()[0])
                 with self.lock:
                     if generation == self.generation and epoch != self.epoch:
-                        self.changed_at = time.monotonic()
                         self.generation += 1
-                        self.epoch = epoch
+                        self._known(epoch)
                 for note in conn.notifies(timeout=self.poll_s):
                     if self.stopping.is_set():
                         return

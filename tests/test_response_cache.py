@@ -183,3 +183,29 @@ def test_without_the_watch_every_read_goes_to_the_table(fresh: Any) -> None:
         assert cache.data_epoch(conn) == before + 1  # its own transaction's bump
     with engine.connect() as conn:
         assert cache.data_epoch(conn) == before + 1
+
+
+def test_the_watch_keeps_an_epoch_only_when_nothing_moved_meanwhile() -> None:
+    from sqlalchemy import create_engine
+
+    w = cache.EpochWatch(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))  # never connects
+    assert w.current() == (None, 0)
+    _, generation = w.current()
+    w.store(7, generation)
+    assert w.current()[0] == 7 and w.changed_at == float("-inf")  # the first epoch known is no change
+    w.bump_started()  # a load of this process: readers go to the table until it is back in the pool
+    _, during = w.current()
+    w.store(8, during)  # read inside the load's own transaction: not kept
+    assert w.current()[0] is None
+    w.bump_ended()
+    w.store(7, during)  # read before the commit, offered after it: not kept
+    assert w.current()[0] is None
+    _, after = w.current()
+    w.store(8, after)
+    assert w.current()[0] == 8 and w.changed_at > float(
+        "-inf"
+    )  # a new epoch: answers by the run's TTL expire
+    _, stale = w.current()
+    w._set(9)  # the listener's notification
+    w.store(8, stale)
+    assert w.current()[0] == 9
