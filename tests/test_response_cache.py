@@ -93,6 +93,16 @@ def test_a_kept_answer_is_the_routes_and_needs_no_database(
         assert second.headers["x-request-id"] != first.headers["x-request-id"]
 
 
+def test_a_kept_answer_is_counted_under_its_route(client: TestClient) -> None:
+    _served(client)
+    path = "/v1/municipalities/GT0102/score"
+    client.get(path)
+    requests = client.app.state.metrics.requests  # type: ignore[attr-defined]
+    counted = requests.labels("GET", "/v1/municipalities/{pcode}/score", "200")._value.get()
+    assert client.get(path).status_code == 200
+    assert requests.labels("GET", "/v1/municipalities/{pcode}/score", "200")._value.get() == counted + 1
+
+
 def test_conditional_requests_and_errors_go_to_the_route(client: TestClient) -> None:
     _served(client)
     path = "/tiles/priorities/7/33/57.mvt"

@@ -68,6 +68,7 @@ class Entry:
     body: bytes
     stamp_at: int  # offset of an OGC items page's timeStamp value in the body, or -1
     expires: float  # monotonic
+    route: object  # the route that answered, set in the scope again for the access log and metrics
 
 
 class ResponseCache:
@@ -122,6 +123,8 @@ class ResponseCache:
         if entry is not None:
             if entry.expires > time.monotonic():
                 self.entries.move_to_end(key)
+                if entry.route is not None:
+                    scope["route"] = entry.route
                 await _replay(entry, send)
                 return
             self._drop(key)
@@ -157,7 +160,7 @@ class ResponseCache:
                 else:
                     chunks.append(body)
                 if not message.get("more_body", False) and keep and start is not None:
-                    self._keep(key, start, b"".join(chunks), w, generation, by_run)
+                    self._keep(key, start, b"".join(chunks), w, generation, by_run, scope.get("route"))
             await send(message)
 
         await self.app(scope, receive, capture)
@@ -170,6 +173,7 @@ class ResponseCache:
         w: cache.EpochWatch,
         generation: int,
         by_run: bool,
+        route: object,
     ) -> None:
         headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
         if any(k.lower() == b"set-cookie" for k, _ in headers):
@@ -187,7 +191,7 @@ class ResponseCache:
             if found >= 0 and body[found + len(STAMP) + 20 : found + len(STAMP) + 21] == b'"':
                 stamp_at = found + len(STAMP)
         self._drop(key)
-        self.entries[key] = Entry(start["status"], headers, body, stamp_at, expires)
+        self.entries[key] = Entry(start["status"], headers, body, stamp_at, expires, route)
         self.bytes += len(body)
         while self.entries and (len(self.entries) > self.size or self.bytes > self.max_bytes):
             _, old = self.entries.popitem(last=False)
