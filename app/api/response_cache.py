@@ -5,7 +5,8 @@ function of the data epoch and the request (path, query, the headers that are no
 root path): the priority list and a municipio's score explanation (the run of a bundled profile on the data
 epoch, which is never replaced within the epoch), the municipio list and name search, the tiles and OGC items
 of `municipalities` and `priorities`. Not kept: conditional or range requests (the route answers them, e.g.
-304 for a matching If-None-Match), errors, answers larger than `max_body`, anything while the epoch is not
+304 for a matching If-None-Match), errors, downloads (CSV, GeoPackage, FlatGeobuf: only JSON, GeoJSON, MVT
+and HTML answers are kept), answers larger than `max_body`, anything while the epoch is not
 known in memory (app.cache.EpochWatch not running).
 
 The tiles and items of `priorities` take the default profile's run as `service.default_run` gives it, which
@@ -56,6 +57,12 @@ IGNORED = frozenset(
 # requests the route must answer itself
 CONDITIONAL = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"range"}
+)
+KEPT_TYPES = (
+    b"application/json",
+    b"application/geo+json",
+    b"application/vnd.mapbox-vector-tile",
+    b"text/html",
 )
 STAMP = b'"timeStamp":"'
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -177,6 +184,9 @@ class ResponseCache:
     ) -> None:
         headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]
         if any(k.lower() == b"set-cookie" for k, _ in headers):
+            return
+        content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+        if not content_type.startswith(KEPT_TYPES):  # downloads (a GeoPackage records when it was written)
             return
         with w.lock:  # the epoch moved while the app answered: the answer may be of either epoch
             if w.generation != generation:
