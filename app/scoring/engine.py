@@ -477,6 +477,11 @@ class Prepared:
         self.mask = mask  # the presence as 0/1
 
     @functools.cached_property
+    def rows(self) -> tuple[FloatArray, FloatArray]:
+        """values and mask in row-major order (for a single draw: see `columns`)."""
+        return np.ascontiguousarray(self.values), np.ascontiguousarray(self.mask)
+
+    @functools.cached_property
     def columns(self) -> tuple[FloatArray, FloatArray]:
         """values and mask in column-major order: each component's columns are then one contiguous block, which
         BLAS's matrix-matrix product (two draws or more) multiplies 3-4x faster than the strided columns of the
@@ -486,8 +491,11 @@ class Prepared:
         return np.asfortranarray(self.values), np.asfortranarray(self.mask)
 
 
-def prepare(x: FloatArray, within: Aggregation) -> Prepared:
-    """Where x has a value, x in the aggregation space (0 where absent) and the presence as 0/1."""
+def prepare(x: FloatArray, within: Aggregation, *, column_major: bool = False) -> Prepared:
+    """Where x has a value, x in the aggregation space (0 where absent) and the presence as 0/1; computed in
+    column-major order when `column_major` (for draws: `Prepared.columns` is then no copy)."""
+    if column_major:
+        x = np.asfortranarray(x)
     present = ~np.isnan(x)
     return Prepared(present, np.where(present, _to_space(x, within), 0.0), present.astype(np.float64))
 
@@ -510,7 +518,13 @@ def _aggregate(
     n, d, n_comp = x.shape[0], wi.shape[0], len(lay.components)
     prep = prepared if prepared is not None else prepare(x, within)
     present, values, mask = prep.present, prep.values, prep.mask
-    by_column, mask_by_column = prep.columns if d >= 2 else (values, mask)  # see Prepared.columns
+    # the layout each matrix product reads (see Prepared.columns): column-major for two draws or more; for one
+    # draw, the caller's own layout (the nominal and local scores), or row-major for a prepared x (a single
+    # Monte Carlo draw: its units' rows were always a row-major copy)
+    if d >= 2:
+        by_column, mask_by_column = prep.columns
+    else:
+        by_column, mask_by_column = (values, mask) if prepared is None else prep.rows
     # per overridden column, the change from the nominal value in aggregation space, under each draw
     delta = {
         j: np.where(present[:, j, None], _to_space(np.nan_to_num(v), within), 0.0) - values[:, j, None]

@@ -267,7 +267,7 @@ def _draw_ranks(
                     else (AGGREGATIONS[a - 1], AGGREGATIONS[a - 1])
                 )
                 if len(chosen) and within not in prepared:
-                    prepared[within] = prepare(x, within)
+                    prepared[within] = prepare(x, within, column_major=True)
                 for chunk in _chunks(chosen, len(x)):
                     overrides = (
                         _perturbed(matrix, profile, inputs, draws.noise[chunk], method, how)
