@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
+from collections import OrderedDict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,8 +14,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import Engine
 
-from app import exports, jobs
+from app import cache, exports, jobs
 from app.api import schemas
 from app.api.deps import ConnDep, LimitDep
 from app.api.responses import COMMON_ERRORS, GeoJSONResponse, ORJSONResponse, errors, media
@@ -39,6 +42,35 @@ def _engine(request: Request) -> Any:
 
 def _sets(set_id: str | None) -> list[str] | None:
     return [set_id.strip()] if set_id else None
+
+
+# the run of a bundled profile on the data epoch (service.ensure_run keeps the same per epoch, but takes a
+# connection to learn the epoch): looked up with no connection while the epoch is known in memory
+_runs: OrderedDict[tuple[str, int, str, tuple[str, ...] | None], int] = OrderedDict()
+_runs_lock = threading.Lock()
+
+
+def _run(request: Request, profile: Profile, sets: list[str] | None) -> int:
+    engine: Engine = request.app.state.engine
+    w = cache.watched(engine)
+    epoch, generation = w.current() if w is not None else (None, 0)
+    bundled = service.bundled_profiles().get(profile.id)
+    digest = profile.hash()
+    if w is None or epoch is None or bundled is None or bundled.hash() != digest:
+        return service.ensure_run(engine, profile, sets)  # a scenario's runs may be pruned: looked up
+    key = (cache.database_key(engine), epoch, digest, tuple(sets) if sets else None)
+    with _runs_lock:
+        run = _runs.get(key)
+    if run is None:
+        run = service.ensure_run(engine, profile, sets)
+        with w.lock:
+            moved = w.generation != generation
+        if not moved:
+            with _runs_lock:
+                _runs[key] = run
+                while len(_runs) > 64:
+                    _runs.popitem(last=False)
+    return run
 
 
 def _download(
@@ -154,7 +186,7 @@ def priorities(
     tier, lead and secondary pillar, pillar sub-scores (null: no data), top indicators, hotspot, zone, coverage."""
     p = service.profile_by_id(profile)
     f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
-    run = service.ensure_run(_engine(request), p, _sets(set))
+    run = _run(request, p, _sets(set))
     return _respond(request, conn, p, run, f, limit, offset, format, wkt)
 
 
@@ -341,7 +373,7 @@ def municipality_score(
         and not pcode.strip().upper().startswith("SVM")
     ):
         sets = ["slv-2021-distritos"]  # a distrito P-code: score on the 262
-    run = service.ensure_run(_engine(request), p, sets)
+    run = _run(request, p, sets)
     return ORJSONResponse({"profile": {"id": p.id, "hash": p.hash()}, **read.explain(conn, run, pcode)})
 
 
