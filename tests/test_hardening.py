@@ -242,6 +242,12 @@ def test_cors(settings: Settings, engine: Engine) -> None:
             headers={"Origin": "https://planner.example.org", "Access-Control-Request-Method": "GET"},
         )
         assert ok.headers.get("access-control-allow-origin") == "https://planner.example.org"
+        # a planner's page on another origin may delete its baseline or its uploaded layer
+        delete = c.options(
+            "/v1/baselines/x",
+            headers={"Origin": "https://planner.example.org", "Access-Control-Request-Method": "DELETE"},
+        )
+        assert delete.status_code == 200 and "DELETE" in delete.headers["access-control-allow-methods"]
         other = c.get("/v1/countries", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
 
