@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
+from app.cache import EPOCH_CHANNEL
 from app.sources import Source
 
 
@@ -21,7 +22,7 @@ def bump_epoch(conn: Connection, reason: str) -> int:
             {"r": reason[:200]},
         ).scalar_one()
     )
-    conn.execute(text("SELECT pg_notify('raices_data_epoch', :e)"), {"e": str(epoch)})
+    conn.execute(text("SELECT pg_notify(:ch, :e)"), {"ch": EPOCH_CHANNEL, "e": str(epoch)})
     return epoch
 
 
