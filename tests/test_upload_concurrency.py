@@ -1,8 +1,14 @@
-"""A large upload is worked on off the event loop: `/health` is answered while it is still being processed."""
+"""A large upload is worked on off the event loop: `/health` is answered while it is still being processed.
+
+The test does not race the clock: the upload's processing holds (in its worker thread) until `/health` has
+answered, so the order is the same on a fast machine and a slow one. Were the route run on the event loop,
+the hold would block the loop, `/health` could not answer until the hold timed out, and the test fails.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +19,7 @@ import rasterio
 from pydantic import SecretStr
 from rasterio.transform import from_origin
 
+import app.api.uploads as uploads_route
 from app.main import create_app
 
 KEY = "concurrency-key"
@@ -38,8 +45,18 @@ def big_raster(path: Path) -> Path:
     return path
 
 
-def test_health_answers_during_a_large_raster_upload(fresh: Any, tmp_path: Path) -> None:
+def test_health_answers_during_a_large_raster_upload(fresh: Any, tmp_path: Path, monkeypatch: Any) -> None:
     engine, settings = fresh
+    processing = threading.Event()  # the upload's route has reached its processing
+    answered = threading.Event()  # /health has answered
+    prepare = uploads_route.prepare_user_layer
+
+    def held_prepare(*args: Any, **kwargs: Any) -> Any:
+        processing.set()
+        answered.wait(timeout=30)  # blocks this thread only, unless the route runs on the event loop
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(uploads_route, "prepare_user_layer", held_prepare)
     app = create_app(
         settings.model_copy(update={"api_keys": SecretStr(KEY), "rate_limit_per_minute": 0}), engine
     )
@@ -62,10 +79,12 @@ def test_health_answers_during_a_large_raster_upload(fresh: Any, tmp_path: Path)
                 return r
 
             async def health() -> None:
-                await asyncio.sleep(0.5)  # the upload is under way by then
+                while not processing.is_set():  # wait until the upload is being processed
+                    await asyncio.sleep(0.01)
                 r = await client.get("/health")
                 assert r.status_code == 200
                 finished["health"] = time.perf_counter()
+                answered.set()
 
             async with app.router.lifespan_context(app):
                 result, _ = await asyncio.gather(upload(), health())
