@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import json
+import math
 from typing import Any
 
 import pytest
@@ -187,6 +188,41 @@ def test_explanation(client: TestClient, ranked: list[dict[str, Any]]) -> None:
     d = client.get("/v1/municipalities/SV0103/score").json()  # a distrito: scored on the 262
     assert d["boundary_set"] == "slv-2021-distritos"
     assert client.get("/v1/municipalities/GT9999/score").status_code == 404
+
+
+def test_similar_municipios_are_the_nearest_of_their_country(
+    client: TestClient, ranked: list[dict[str, Any]]
+) -> None:
+    """The five similar municipios: ranked ones of the same country, nearest in root-mean-square difference
+    over the pillar sub-scores and migration score both have, ties by P-code (recomputed from the list)."""
+
+    def profile(i: dict[str, Any]) -> dict[str, Any]:
+        return {**i["pillar_scores"], "migration": i["migration"]}
+
+    for country in ("GTM", "SLV", "HND"):
+        mine = [i for i in ranked if i["country"] == country]
+        for unit in (mine[0], mine[len(mine) // 2], mine[-1]):
+            a = profile(unit)
+            expected = []
+            for o in mine:
+                b = profile(o)
+                common = [k for k in a if a[k] is not None and b.get(k) is not None]
+                if o["pcode"] != unit["pcode"] and common:
+                    d = math.sqrt(sum((a[k] - b[k]) ** 2 for k in common) / len(common))
+                    expected.append((d, o["pcode"]))
+            expected.sort()
+            got = client.get(f"/v1/municipalities/{unit['pcode']}/score").json()["similar"]
+            # the list's sub-scores are rounded to 2 decimals, the service compares unrounded ones: distances
+            # agree within 0.02, and no municipio left out is nearer than the fifth by more than that
+            recomputed = {p: d for d, p in expected}
+            assert len(got) == 5
+            for s in got:
+                assert s["distance"] == pytest.approx(recomputed[s["pcode"]], abs=0.02), (unit["pcode"], s)
+            assert [s["distance"] for s in got] == sorted(s["distance"] for s in got)
+            fifth = got[-1]["distance"]
+            chosen = {s["pcode"] for s in got}
+            assert all(d > fifth - 0.02 for d, p in expected if p not in chosen), unit["pcode"]
+            assert all(s["pcode"] != unit["pcode"] for s in got)
 
 
 def test_zones(client: TestClient) -> None:

@@ -268,7 +268,52 @@ def _run_rows(conn: Connection, run: int) -> dict[str, Any]:
     return rows
 
 
+@dataclass(frozen=True)
+class _Peers:
+    """One country's ranked municipios of a run, in P-code order, with their pillar sub-scores and migration
+    score as columns (NaN where a value is missing): what an explanation compares a municipio with."""
+
+    rows: list[Any]
+    index: dict[str, int]
+    columns: dict[str, Any]  # key → float64 array over `rows`
+
+
+def _peers(conn: Connection, run: int) -> dict[str, _Peers]:
+    """A run's `_Peers` by country, built once per run from its rows."""
+
+    def build() -> dict[str, _Peers]:
+        import numpy as np  # here, not at import: the server answers /health without numpy
+
+        by_country: dict[str, list[Any]] = {}
+        for r in _run_rows(conn, run).values():
+            if r.ranked:
+                by_country.setdefault(r.country, []).append(r)
+        out = {}
+        for country, rows in by_country.items():
+            rows.sort(key=lambda r: r.pcode)
+            keys = dict.fromkeys(k for r in rows for k in r.pillar_scores)
+            columns = {
+                k: np.array([_nan(r.pillar_scores.get(k)) for r in rows], dtype="float64") for k in keys
+            }
+            columns["migration"] = np.array([_nan(r.migration) for r in rows], dtype="float64")
+            out[country] = _Peers(rows, {r.pcode: i for i, r in enumerate(rows)}, columns)
+        return out
+
+    peers: dict[str, _Peers] = _tables.get(conn, ("peers", run), build)
+    return peers
+
+
+def _nan(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
 def _explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
+    """The explanation of one municipio. Its similar municipios are the five ranked ones of its country
+    nearest in root-mean-square difference over the pillar sub-scores and migration score both have (ties
+    by P-code); computed over the country's columns at once, adding the squared differences in the same
+    order as a loop over the municipio's keys would, so the distances are the same to the last bit."""
+    import numpy as np
+
     rows = _run_rows(conn, run)
     row = rows.get(pcode.strip().upper())
     if row is None:
@@ -276,27 +321,42 @@ def _explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
             f"No score for '{pcode}' in this profile's boundary sets. List them at /v1/priorities."
         )
     out = item(row)
-    others = [o for o in rows.values() if o.country == row.country and o.pcode != row.pcode and o.ranked]
+    out["similar"] = []
+    peers = _peers(conn, run).get(row.country)
+    if peers is None:
+        return out
     mine = {**row.pillar_scores, "migration": row.migration}
-    distances = []
-    for o in others:
-        theirs = {**o.pillar_scores, "migration": o.migration}
-        common = [k for k in mine if mine[k] is not None and theirs.get(k) is not None]
-        if common:
-            dist = math.sqrt(sum((mine[k] - theirs[k]) ** 2 for k in common) / len(common))
-            distances.append((dist, o))
-    distances.sort(key=lambda t: (t[0], t[1].pcode))
-    out["similar"] = [
-        {
-            "pcode": o.pcode,
-            "name": o.name,
-            "score": _round(o.score),
-            "rank": o.rank,
-            "pillar": o.pillar,
-            "distance": _round(dist),
-        }
-        for dist, o in distances[:5]
-    ]
+    n = len(peers.rows)
+    total = np.zeros(n)
+    common = np.zeros(n)
+    for k, v in mine.items():
+        column = peers.columns.get(k)
+        if v is None or column is None:
+            continue
+        has = ~np.isnan(column)
+        d = column - v
+        total += np.where(has, d * d, 0.0)
+        common += has
+    candidate = common > 0
+    me = peers.index.get(row.pcode)
+    if me is not None:
+        candidate[me] = False
+    idx = np.flatnonzero(candidate)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dist = np.sqrt(total[idx] / common[idx])
+    nearest = idx[np.argsort(dist, kind="stable")[:5]]  # stable: equal distances stay in P-code order
+    for i in nearest:
+        o = peers.rows[i]
+        out["similar"].append(
+            {
+                "pcode": o.pcode,
+                "name": o.name,
+                "score": _round(o.score),
+                "rank": o.rank,
+                "pillar": o.pillar,
+                "distance": _round(math.sqrt(total[i] / common[i])),
+            }
+        )
     return out
 
 
