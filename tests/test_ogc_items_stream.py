@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DataError
 
+from app.main import create_app
 from app.ogc import collections as coll
 from app.ogc import features
 
@@ -121,3 +122,23 @@ def test_without_chunked_rows_the_page_is_the_same(
     monkeypatch.setattr(psycopg.capabilities, "has_stream_chunked", lambda check=False: False)
     monkeypatch.setattr(features, "CHUNK_BYTES", 20_000)
     assert _without_stamp(_page(client, **params)) == _without_stamp(chunked)
+
+
+def test_a_page_after_a_load_shows_the_new_data(fresh: tuple[Engine, Any]) -> None:
+    """The feature heads (id and properties) are kept between requests; a load that commits a new data epoch
+    is seen by the very next page, even before the serving process has heard of the new epoch."""
+    engine, settings = fresh
+    url = engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
+    with TestClient(create_app(settings, engine)) as c:
+
+        def names() -> list[str]:
+            body = _page(c, limit=3, filter="country='GTM'", properties="name,department_name")
+            return [f["properties"]["name"] for f in body["features"]]
+
+        before = names()
+        assert before[0] == "Guatemala" and names() == before  # the second read uses the kept heads
+        with psycopg.connect(url) as conn:  # another client's load: the app is not told in-process
+            conn.execute("UPDATE admin_units SET name = 'Ciudad de Guatemala' WHERE pcode = 'GT0101'")
+            conn.execute("UPDATE data_epoch SET epoch = epoch + 1 WHERE id = 1")
+        assert names() == ["Ciudad de Guatemala", *before[1:]]
+        assert names() == ["Ciudad de Guatemala", *before[1:]]  # and again, from heads read anew

@@ -6,6 +6,8 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import LRUCache
 
+from app.cache import database_key
 from app.errors import InvalidParameter, NotFound
 from app.ogc import crs as crs_mod
 from app.ogc.collections import Collection, Context, columns
@@ -221,42 +224,53 @@ def _json_text(column: str, prop_type: str = "string") -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _feature_sql(
+def _feature_parts(
     alias: str, props: tuple[tuple[str, str], ...], geometry: str, srid: int, lat_first: bool, decimals: int
-) -> str:
-    """The SQL of one feature as GeoJSON text, built once per shape of request (collection properties, CRS,
-    geometry column) instead of as an expression tree on every request. Every name in it comes from the
-    collection's whitelist (letters, digits, underscores), quoted; the numbers from the served CRS list."""
+) -> tuple[str, str]:
+    """The SQL of one feature as GeoJSON text in two parts, built once per shape of request (collection
+    properties, CRS, geometry column) instead of as an expression tree on every request: its head (the text
+    up to and including `"geometry":`) and its geometry; the feature is head, geometry, then `}`. Every name
+    in it comes from the collection's whitelist (letters, digits, underscores), quoted; the numbers from the
+    served CRS list."""
     g = f'"{alias}"."{geometry}"'
     if srid != 4326:
         g = f"ST_Transform({g}, {int(srid)})"
     if lat_first:
         g = f"ST_FlipCoordinates({g})"
-    # the geometry (kilobytes) goes last: each `||` copies the text built so far, so putting it first made
-    # every property copy it again (measured: the properties cost twice the geometry's own encoding)
     parts = ["""'{"type":"Feature","id":'""", _json_text(f'"{alias}".fid'), """',"properties":{'"""]
     for i, (name, prop_type) in enumerate(props):
         parts += [f"""'{"," if i else ""}"{name}":'""", _json_text(f'"{alias}"."{name}"', prop_type)]
-    parts += [
-        """'},"geometry":'""",
-        f"coalesce(ST_AsGeoJSON({g}, {int(decimals)}, 0), 'null')",  # options 0: no "crs" member
-        "'}'",
-    ]
-    return "(" + " || ".join(parts[:-2]) + ") || " + " || ".join(parts[-2:])
+    parts.append("""'},"geometry":'""")
+    return " || ".join(parts), f"coalesce(ST_AsGeoJSON({g}, {int(decimals)}, 0), 'null')"  # 0: no "crs"
+
+
+def _feature_sql(
+    alias: str, props: tuple[tuple[str, str], ...], geometry: str, srid: int, lat_first: bool, decimals: int
+) -> str:
+    """The SQL of one feature as GeoJSON text. The geometry (kilobytes) goes last: each `||` copies the text
+    built so far, so putting it first made every property copy it again (measured: the properties cost twice
+    the geometry's own encoding)."""
+    head, geom = _feature_parts(alias, props, geometry, srid, lat_first, decimals)
+    return f"({head}) || {geom} || '}}'"
+
+
+def _props(c: Collection, q: ItemsQuery) -> tuple[tuple[str, str], ...]:
+    """The requested properties with their types, checked against the whitelist again."""
+    props = []
+    for name in q.properties:
+        prop = c.prop(name)
+        if prop is None or not name.replace("_", "").isalnum():
+            raise InvalidParameter(f"properties: unknown '{name[:40]}'.")
+        props.append((name, prop.type))
+    return tuple(props)
 
 
 def _feature_json(c: Collection, sub: Any, q: ItemsQuery) -> Select[Any]:
     """Each feature as GeoJSON text assembled by PostgreSQL: ST_AsGeoJSON's geometry is spliced in as it comes,
     never parsed and re-serialised in Python, and the properties keep the collection's order."""
-    props = []
-    for name in q.properties:
-        prop = c.prop(name)
-        if prop is None or not name.replace("_", "").isalnum():  # the whitelist, checked again
-            raise InvalidParameter(f"properties: unknown '{name[:40]}'.")
-        props.append((name, prop.type))
     sql = _feature_sql(
         sub.name,
-        tuple(props),
+        _props(c, q),
         "geom" if q.full_geometry else "geom_simple",
         q.crs.srid,
         q.crs.lat_first,
@@ -316,10 +330,16 @@ def _compiled(conn: Connection, stmt: Select[Any]) -> tuple[str, dict[str, Any]]
     return comp.string, {k: procs[k](v) if k in procs else v for k, v in params.items()}
 
 
-def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple[int, bytes], None, None]:
-    """The rows of `sql` in chunks of about CHUNK_BYTES: (features, comma-joined bytes; every chunk after the
-    first starts with its comma, so that chunks are sent as they are, not copied again). Database errors
-    come as SQLAlchemy's (as from `conn.execute`), so the API's error handlers treat them alike."""
+def _chunks(
+    conn: Connection,
+    sql: str,
+    args: dict[str, Any],
+    feature: Callable[[tuple[Any, ...]], bytes] | None = None,
+) -> Generator[tuple[int, bytes], None, None]:
+    """The features of `sql`'s rows in chunks of about CHUNK_BYTES: (features, comma-joined bytes; every chunk
+    after the first starts with its comma, so that chunks are sent as they are, not copied again). A row's
+    feature is its one column, or `feature(row)`. Database errors come as SQLAlchemy's (as from
+    `conn.execute`), so the API's error handlers treat them alike."""
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     cur.adapters.register_loader("text", _Bytes)
     # chunks of rows need psycopg 3.2 and libpq 17 (psycopg-binary's wheels bundle a recent libpq); without
@@ -329,14 +349,15 @@ def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple
         stream = cur.stream(sql, args, size=FETCH_ROWS)
     else:
         stream = cur.stream(sql, args)
-    rows = cast(Generator[tuple[bytes], None, None], stream)
+    rows = cast(Generator[tuple[Any, ...], None, None], stream)
     buf: list[bytes] = []
     lead = 0  # 1 after the first chunk: an empty first item puts the comma before the chunk's features
     held = 0
     try:
-        for (feature,) in rows:
-            buf.append(feature)
-            held += len(feature)
+        for row in rows:
+            text_ = row[0] if feature is None else feature(row)
+            buf.append(text_)
+            held += len(text_)
             if held >= CHUNK_BYTES:
                 yield len(buf) - lead, b",".join(buf)
                 buf, lead, held = [b""], 1, 0
@@ -354,17 +375,116 @@ def _chunks(conn: Connection, sql: str, args: dict[str, Any]) -> Generator[tuple
         yield len(buf) - lead, b",".join(buf)
 
 
+class _Stale(Exception):
+    """The page's rows are of another data epoch than the kept feature heads."""
+
+
+@dataclass(frozen=True)
+class _Heads:
+    """The head of every feature of a collection (its text up to `"geometry":`, as `_feature_parts` makes
+    it) by feature id, read from the database at data epoch `epoch`; `size` estimates its bytes."""
+
+    epoch: int
+    by_fid: dict[bytes, bytes]
+    size: int
+
+
+_EPOCH_SQL = "(SELECT epoch FROM data_epoch WHERE id = 1)"
+HEADS_BYTES = 64 << 20  # the kept heads of all collections, contexts and properties together (per process)
+_heads_kept: OrderedDict[tuple[Any, ...], _Heads] = OrderedDict()
+_heads_lock = threading.Lock()
+
+
+def _heads(
+    conn: Connection, c: Collection, sub: Any, ctx: Context, props: tuple[tuple[str, str], ...]
+) -> _Heads:
+    """The feature heads of the collection for this context and choice of properties, kept across requests
+    (the least recently used dropped beyond HEADS_BYTES). They do not depend on the filter, order, page,
+    CRS or geometry column, so one read of the whole collection serves every page of it."""
+    key = (database_key(conn.engine), c.id, ctx, props)
+    with _heads_lock:
+        kept = _heads_kept.get(key)
+        if kept is not None:
+            _heads_kept.move_to_end(key)
+            return kept
+    head, _ = _feature_parts(sub.name, props, "geom", 4326, False, 0)
+    cols: tuple[ColumnElement[Any], ...] = (
+        literal_column(_EPOCH_SQL),
+        literal_column(f'"{sub.name}".fid::text'),
+        literal_column(head, Text),
+    )
+    stmt: Select[Any] = select(*cols).select_from(sub)
+    sql, args = _compiled(conn, stmt)
+    with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+        cur.adapters.register_loader("text", _Bytes)
+        rows = cur.execute(sql, args).fetchall()
+    by_fid = {fid: text_ for _, fid, text_ in rows}
+    size = sum(len(f) + len(t) + 120 for f, t in by_fid.items())  # 120: two bytes objects and a dict slot
+    made = _Heads(rows[0][0] if rows else -1, by_fid, size)
+    with _heads_lock:
+        _heads_kept[key] = made
+        total = sum(h.size for h in _heads_kept.values())
+        while total > HEADS_BYTES and len(_heads_kept) > 1:
+            total -= _heads_kept.popitem(last=False)[1].size
+    return made
+
+
+def _forget_heads(conn: Connection, c: Collection, ctx: Context, props: tuple[tuple[str, str], ...]) -> None:
+    with _heads_lock:
+        _heads_kept.pop((database_key(conn.engine), c.id, ctx, props), None)
+
+
 def items_json(conn: Connection, c: Collection, ctx: Context, params: Mapping[str, str]) -> ItemsPage:
     """A page of features as GeoJSON text made by PostgreSQL, streamed in one query (libpq's chunked-rows
     mode: no server-side cursor round trips; a page of 10,000 features is never held whole in memory, only
-    about CHUNK_BYTES of it). The connection is busy until `rest` has been read to its end or closed."""
+    about CHUNK_BYTES of it). The connection is busy until `rest` has been read to its end or closed.
+
+    The page's query returns each feature's id and geometry, and the data epoch it read; the rest of each
+    feature's text, its head, comes from `_heads`, made by PostgreSQL with the same SQL as a whole feature
+    and kept per collection, context and choice of properties, so the properties are not encoded again for
+    every page (measured: a third of PostgreSQL's time for a page of 208 municipios). When the page was read
+    at another data epoch than the heads (a load has just committed), the heads are dropped and the page is
+    read whole instead: a page never mixes two states of the data. The bytes are the same either way."""
     sub = c.subquery(ctx)
     q = parse(params, c, columns(sub, c), sub.c.geom)
     cond = and_(true(), *q.where)
-    stmt = _feature_json(c, sub, q).where(cond).order_by(*q.order, sub.c.fid).limit(q.limit).offset(q.offset)
-    sql, args = _compiled(conn, stmt)
-    rest = _chunks(conn, sql, args)
-    first = next(rest, (0, b""))
+    props = _props(c, q)
+    heads = _heads(conn, c, sub, ctx, props)
+    _, geom_sql = _feature_parts(
+        sub.name,
+        props,
+        "geom" if q.full_geometry else "geom_simple",
+        q.crs.srid,
+        q.crs.lat_first,
+        q.crs.decimals,
+    )
+
+    def feature(row: tuple[Any, ...]) -> bytes:
+        epoch, fid, geometry = row
+        head = heads.by_fid.get(fid)
+        if epoch != heads.epoch or head is None:
+            raise _Stale
+        return b"".join((head, geometry, b"}"))
+
+    def read(
+        stmt: Select[Any], assemble: Callable[[tuple[Any, ...]], bytes] | None
+    ) -> Generator[tuple[int, bytes], None, None]:
+        stmt = stmt.where(cond).order_by(*q.order, sub.c.fid).limit(q.limit).offset(q.offset)
+        sql, args = _compiled(conn, stmt)
+        return _chunks(conn, sql, args, assemble)
+
+    parts: tuple[ColumnElement[Any], ...] = (
+        literal_column(_EPOCH_SQL),
+        literal_column(f'"{sub.name}".fid::text'),
+        literal_column(geom_sql, Text),
+    )
+    rest = read(select(*parts).select_from(sub), feature)
+    try:
+        first = next(rest, (0, b""))
+    except _Stale:
+        _forget_heads(conn, c, ctx, props)
+        rest = read(_feature_json(c, sub, q), None)
+        first = next(rest, (0, b""))
     # _chunks yields a chunk short of CHUNK_BYTES only at the end
     complete = first[0] == 0 or first[0] == q.limit or len(first[1]) < CHUNK_BYTES
     if complete and next(rest, None) is not None:  # nothing more: this reads the end of the stream
