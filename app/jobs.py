@@ -30,6 +30,7 @@ from procrastinate import exceptions as pexc
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
+from app.cache import database_key
 from app.db import transaction
 from app.errors import DatabaseUnavailable, InvalidParameter, InvalidProfile, RaicesError
 from app.scoring.profile import Profile
@@ -108,26 +109,33 @@ def _forget_errors(engine: Engine) -> None:
 
 
 class _Finished:
-    """The ids of the jobs whose task body has returned or raised in this process (the most recent
-    FINISHED_KEPT), so that a request waiting on a job the in-process worker runs wakes as soon as the
-    task's work is done instead of at its next poll. procrastinate records the job's status a moment later,
-    so the waiter still reads the status from the queue."""
+    """The jobs whose task body has returned or raised in this process (the most recent FINISHED_KEPT), with
+    the stored run a successful one returned, so that a request waiting on a job the in-process worker runs
+    wakes as soon as the task's work is done instead of at its next poll, and takes the run from here.
+    procrastinate records the job's status a moment later; a waiter on a failed job reads it from the
+    queue."""
 
     def __init__(self) -> None:
-        self._ids: dict[int, None] = {}
+        self._ids: dict[tuple[str, int], int | None] = {}  # (database, job id): job ids are per database
         self._changed = threading.Condition()
 
-    def add(self, job_id: int) -> None:
+    def add(self, engine: Engine, job_id: int, run: int | None) -> None:
         with self._changed:
-            self._ids[job_id] = None
+            self._ids[(database_key(engine), job_id)] = run
             while len(self._ids) > FINISHED_KEPT:
                 del self._ids[next(iter(self._ids))]
             self._changed.notify_all()
 
-    def wait(self, job_id: int, seconds: float) -> bool:
+    def wait(self, engine: Engine, job_id: int, seconds: float) -> bool:
         """Whether the job's task has finished here, waiting up to `seconds` for it."""
+        key = (database_key(engine), job_id)
         with self._changed:
-            return self._changed.wait_for(lambda: job_id in self._ids, timeout=max(seconds, 0.0))
+            return self._changed.wait_for(lambda: key in self._ids, timeout=max(seconds, 0.0))
+
+    def run(self, engine: Engine, job_id: int) -> int | None:
+        """The run the job's task stored, when it finished here and succeeded."""
+        with self._changed:
+            return self._ids.get((database_key(engine), job_id))
 
 
 FINISHED_KEPT = 256
@@ -141,9 +149,11 @@ def compute(
     failure is recorded for the pollers with a client-safe message, then re-raised so the job fails."""
     from app.scoring import service
 
+    run = None
     try:
         profile = Profile.model_validate_json(profile_json)
-        return service.ensure_run(engine, profile, sets, retention=retention)
+        run = service.ensure_run(engine, profile, sets, retention=retention)
+        return run
     except RaicesError as exc:
         _record_failure(engine, job_id, exc)
         raise
@@ -155,7 +165,7 @@ def compute(
         )
         raise
     finally:
-        _finished.add(job_id)
+        _finished.add(engine, job_id, run)
 
 
 def make_queue(
@@ -339,10 +349,11 @@ class Scenarios:
             )
         return JobFailed(int(row.status), str(row.code), str(row.message))
 
-    def wait(self, job_id: int, seconds: float) -> JobState:
+    def wait(self, job_id: int, seconds: float) -> JobState | int:
         """The job's state once it has finished, or after `seconds` (polled, 50 ms growing to 0.5 s). A job
-        whose task runs in this process (the in-process worker) wakes the wait when its task returns; then
-        the status, which procrastinate writes just after, is polled from 5 ms on (doubling)."""
+        whose task runs in this process (the in-process worker) wakes the wait when its task returns: the
+        answer is then the run it stored, or, when it failed, the status, which procrastinate writes just
+        after and which is polled from 5 ms on (doubling)."""
         deadline = time.monotonic() + seconds
         pause = 0.05
         quick = FINISH_POLL_S
@@ -352,7 +363,10 @@ class Scenarios:
             if state.finished or time.monotonic() >= deadline:
                 return state
             left = max(0.0, deadline - time.monotonic())
-            if _finished.wait(job_id, min(pause, left)):
+            if _finished.wait(self.engine, job_id, min(pause, left)):
+                run = _finished.run(self.engine, job_id)
+                if run is not None:
+                    return run
                 time.sleep(min(quick, max(0.0, deadline - time.monotonic())))
                 quick = min(quick * 2, 0.5)
             else:
@@ -366,6 +380,8 @@ class Scenarios:
         if run is not None:
             return run
         state = self.wait(self.submit(profile, sets), wait)
+        if isinstance(state, int):  # the run the in-process worker's task stored
+            return state
         if state.status == "succeeded":
             _, run = self.stored_run(profile, sets)
             if run is not None:
