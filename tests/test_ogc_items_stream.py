@@ -3,6 +3,7 @@ where the page tells it, a stream left early leaves its connection usable."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 from uuid import uuid4
 
@@ -142,3 +143,16 @@ def test_a_page_after_a_load_shows_the_new_data(fresh: tuple[Engine, Any]) -> No
             conn.execute("UPDATE data_epoch SET epoch = epoch + 1 WHERE id = 1")
         assert names() == ["Ciudad de Guatemala", *before[1:]]
         assert names() == ["Ciudad de Guatemala", *before[1:]]  # and again, from heads read anew
+
+
+def test_kept_heads_stay_within_their_budget(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept feature heads are bounded (HEADS_BYTES per process): beyond it the least recently used go,
+    and the pages stay the same."""
+    first = _page(client, limit=5, properties="name")
+    monkeypatch.setattr(features, "_heads_kept", OrderedDict())  # none kept yet (restored afterwards)
+    monkeypatch.setattr(features, "HEADS_BYTES", 1)  # below any one collection's heads: one kept at a time
+    for props in ("name", "country", "name,country"):
+        page = _page(client, limit=5, properties=props)
+        assert list(page["features"][0]["properties"]) == props.split(",")
+        assert len(features._heads_kept) == 1
+    assert _without_stamp(_page(client, limit=5, properties="name")) == _without_stamp(first)
