@@ -239,3 +239,41 @@ def test_schemas_reject_doctored_responses(fuzz_app: FastAPI) -> None:
         bad = copy.deepcopy(planner_page)
         doctor(bad)
         assert _rejected(v, bad)
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "params"),
+    [
+        ("/v1/municipalities", "/v1/municipalities", {"limit": 5}),
+        ("/v1/municipalities/{pcode}", "/v1/municipalities/GT0101", {}),
+        ("/v1/zones", "/v1/zones", {}),
+        ("/v1/hazards/storms", "/v1/hazards/storms", {"limit": 3}),
+        (
+            "/v1/indicators/{code}/values",
+            "/v1/indicators/dirt_floor_pct_2007/values",
+            {"limit": 5, "country": "SLV"},
+        ),
+    ],
+)
+def test_geojson_answers_match_their_documented_schema(
+    fuzz_app: FastAPI, route: str, path: str, params: dict[str, Any]
+) -> None:
+    """The planner API documents its GeoJSON answers (FeatureCollections of the JSON answer's items, or one
+    Feature); a real answer validates, and one with a property of the wrong type or an extra one does not."""
+    documented = PLANNER_DOC["paths"][route]["get"]["responses"]["200"]["content"]
+    validator = OAS31Validator(
+        {**documented["application/geo+json"]["schema"], "components": PLANNER_DOC["components"]}
+    )
+    r = TestClient(fuzz_app).get(path, params={**params, "format": "geojson"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/geo+json"), r.text
+    body = r.json()
+    assert _rejected(validator, body) == []
+    feature = body["features"][0] if body["type"] == "FeatureCollection" else body
+    for doctor in (
+        lambda f: f["properties"].update(surprise=1),
+        lambda f: f["properties"].update({next(iter(f["properties"])): {"not": "a scalar"}}),
+        lambda f: f.update(type="Point"),
+    ):
+        bad = copy.deepcopy(body)
+        doctor(bad["features"][0] if bad["type"] == "FeatureCollection" else bad)
+        assert _rejected(validator, bad), (path, feature["properties"])

@@ -19,7 +19,7 @@ class ORJSONResponse(JSONResponse):
 class GeoJSONResponse(ORJSONResponse):
     """application/geo+json."""
 
-    media_type = "application/geo+json"
+    media_type = "application/geo+json"  # GEOJSON
 
 
 class ErrorBody(BaseModel):
@@ -48,6 +48,47 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 COMMON_ERRORS = errors(400, 404, 422, 429, 503)
 
 
+GEOJSON = "application/geo+json"
+_COMPONENT = "#/components/schemas/{model}"  # where FastAPI puts the response models' schemas
+
+
+def geojson_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI schema of a route's GeoJSON answer, from the model of its JSON answer: for a page (a model
+    with `items`), a FeatureCollection whose features' properties are an item (the item model's component);
+    otherwise one Feature whose properties are the model without its `geometry` (which is the Feature's)."""
+    items = model.model_fields.get("items")
+    if items is not None:
+        (item,) = items.annotation.__args__  # type: ignore[union-attr]
+        properties: dict[str, Any] = {"$ref": _COMPONENT.format(model=item.__name__)}
+    else:
+        properties = model.model_json_schema(ref_template=_COMPONENT)
+        properties.pop("$defs", None)  # the nested models are components of their own (the JSON answer's)
+        properties["properties"].pop("geometry", None)
+        properties["required"] = [r for r in properties.get("required", []) if r != "geometry"]
+    feature = {
+        "type": "object",
+        "required": ["type", "geometry", "properties"],
+        "properties": {
+            "type": {"type": "string", "enum": ["Feature"]},
+            "id": {"type": ["string", "integer"]},
+            "geometry": {"type": ["object", "null"], "description": "GeoJSON geometry, CRS84"},
+            "properties": properties,
+        },
+    }
+    if items is None:
+        return feature
+    return {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {
+            "type": {"type": "string", "enum": ["FeatureCollection"]},
+            "numberMatched": {"type": "integer"},
+            "numberReturned": {"type": "integer"},
+            "features": {"type": "array", "items": feature},
+        },
+    }
+
+
 def media(
     *types: str, model: type[BaseModel] | None = None, status: int = 200, description: str | None = None
 ) -> dict[int | str, dict[str, Any]]:
@@ -58,6 +99,8 @@ def media(
     content: dict[str, Any] = {
         t: ({"schema": {"type": "object"}} if "json" in t else {"schema": binary}) for t in types
     }
+    if model is not None and GEOJSON in content:
+        content[GEOJSON] = {"schema": geojson_schema(model)}
     response: dict[str, Any] = {"content": content}
     if model is not None:
         content.pop("application/json", None)  # FastAPI puts the model's schema there
