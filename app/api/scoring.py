@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Engine
@@ -149,6 +149,23 @@ SetQ = Annotated[str | None, Query(description="Boundary set; default: each coun
 Offset = Annotated[int, Query(ge=0)]
 
 
+async def priority_filter(
+    country: Country = None,
+    department: Department = None,
+    pillar: PillarQ = None,
+    tier: Tier = None,
+    top: Top = None,
+    rank_by: RankBy = None,
+    include_unranked: Unranked = False,
+) -> read.PriorityFilter:
+    """The priority list's filters, shared by /v1/priorities and the scenario routes, validated (a 400 that
+    says what to fix). Async: it only checks values, so it runs on the event loop, not in a thread."""
+    return read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
+
+
+PriorityFilterDep = Annotated[read.PriorityFilter, Depends(priority_filter)]
+
+
 # the formats of a priority list (`format=`), shared by /v1/priorities and the scenario routes
 _PRIORITY_MEDIA = media(
     "application/json",
@@ -169,13 +186,7 @@ def priorities(
     request: Request,
     conn: ConnDep,
     limit: LimitDep,
-    country: Country = None,
-    department: Department = None,
-    pillar: PillarQ = None,
-    tier: Tier = None,
-    top: Top = None,
-    rank_by: RankBy = None,
-    include_unranked: Unranked = False,
+    f: PriorityFilterDep,
     profile: Annotated[str, Query(description="A profile id from /v1/profiles")] = service.DEFAULT_PROFILE,
     set: SetQ = None,
     offset: Offset = 0,
@@ -185,7 +196,6 @@ def priorities(
     """Each municipio: score 0–100, rank in its country and the 5–95 % rank interval, probability of the top k,
     tier, lead and secondary pillar, pillar sub-scores (null: no data), top indicators, hotspot, zone, coverage."""
     p = service.profile_by_id(profile)
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
     run = _run(request, p, _sets(set))
     return _respond(request, conn, p, run, f, limit, offset, format, wkt)
 
@@ -204,13 +214,7 @@ def post_scores(
     conn: ConnDep,
     limit: LimitDep,
     spec: Profile,
-    country: Country = None,
-    department: Department = None,
-    pillar: PillarQ = None,
-    tier: Tier = None,
-    top: Top = None,
-    rank_by: RankBy = None,
-    include_unranked: Unranked = False,
+    f: PriorityFilterDep,
     set: SetQ = None,
     offset: Offset = 0,
     format: Format = Format.json,
@@ -219,7 +223,6 @@ def post_scores(
     weights or empty pillars are refused with a 422 that says which."""
     if spec.draws > request.app.state.settings.public_max_draws:
         check_key(request)  # Monte Carlo runs above the public bound need an API key
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
     return _scenario(request, conn, spec, f, set, limit, offset, format)
 
 
@@ -297,13 +300,7 @@ def get_scenario(
     profile_hash: Annotated[
         str, PathParam(pattern="^[0-9a-f]{16}$", description="The hash POST /v1/scores gave")
     ],
-    country: Country = None,
-    department: Department = None,
-    pillar: PillarQ = None,
-    tier: Tier = None,
-    top: Top = None,
-    rank_by: RankBy = None,
-    include_unranked: Unranked = False,
+    f: PriorityFilterDep,
     set: SetQ = None,
     offset: Offset = 0,
     format: Format = Format.json,
@@ -316,7 +313,6 @@ def get_scenario(
             f"No scenario with hash {profile_hash} is stored (scenario runs are kept for a limited time): "
             "post its profile to /v1/scores."
         )
-    f = read.PriorityFilter.parse(country, department, pillar, tier, top, rank_by, include_unranked)
     return _scenario(request, conn, spec, f, set, limit, offset, format)
 
 
