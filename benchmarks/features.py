@@ -47,7 +47,6 @@ import itertools
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ import httpx
 import mapbox_vector_tile
 import psutil
 import psycopg
+from _servers import free_port
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -158,13 +158,6 @@ def slippy_tile(lon: float, lat: float, z: int) -> tuple[int, int]:
     lat_r = math.radians(lat)
     y = int((1.0 - math.asinh(math.tan(lat_r)) / math.pi) / 2.0 * n)
     return x, y
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- tipg's virtual environment ------------------------------------------------------------------------
@@ -628,7 +621,10 @@ def run(
 
     probes: dict[str, dict[str, Probe]] = {}
     floor_rows: dict[str, int] = {}
-    with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS, event_hooks=HOOKS) as client, psycopg.connect(pg_url) as conn:
+    with (
+        httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=HEADERS, event_hooks=HOOKS) as client,
+        psycopg.connect(pg_url) as conn,
+    ):
         for c in cases:
             probes[c.name] = {}
             for s in servers:

@@ -42,8 +42,6 @@ import math
 import os
 import random
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +55,7 @@ from urllib.parse import urlencode
 
 import httpx
 import psutil
+from _servers import free_port, stop_group
 
 try:  # httpcore asks for sniffio on every request; without it each ask is a failed import (a path search)
     import sniffio  # noqa: F401
@@ -79,12 +78,6 @@ class Stats:
         self.errors += 1
         if len(self.samples) < 3:
             self.samples.append(what)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def database_url() -> str:
@@ -143,13 +136,7 @@ def serve(workers: int, log: Path) -> Iterator[tuple[str, int | None]]:
             time.sleep(0.2)
         yield url, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
 
 
 def tiles_over(bounds: list[float]) -> list[tuple[int, int, int]]:

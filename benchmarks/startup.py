@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _servers import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
@@ -45,13 +44,6 @@ STAMPS = [".venv/.installed-stamp", "node_modules/.installed-stamp"]
 TARGET_S = 5.0
 HEALTH_TIMEOUT_S = 120.0
 POLL_S = 0.02
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def timed(cmd: list[str]) -> tuple[float, int, str]:
@@ -120,13 +112,7 @@ def serve_until_healthy(prepare: bool) -> dict[str, float]:
             out[f"{label} → default top 5 printed"] = time.perf_counter() - start
     finally:
         sink.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
     return out
 
 
