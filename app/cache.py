@@ -44,6 +44,25 @@ def database_key(engine: Engine) -> str:
     return key
 
 
+_SCOPES: weakref.WeakKeyDictionary[Engine, dict[str, tuple[Hashable, dict[Any, Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SCOPES_LOCK = threading.Lock()
+
+
+def epoch_scope(engine: Engine, name: str, version: Hashable) -> dict[Any, Any]:
+    """The dict in which `name` (a module's memo) keeps what it derives from this database at this data
+    version: the data epoch (`data_epoch`), or `app.scoring.data.data_version`, which also names the
+    scoring method. A new version starts an empty dict and drops the previous version's, so nothing kept
+    outlives the data it was read from. Callers must not modify the values they read from it."""
+    with _SCOPES_LOCK:
+        scopes = _SCOPES.setdefault(engine, {})
+        held = scopes.get(name)
+        if held is None or held[0] != version:
+            held = scopes[name] = (version, {})
+        return held[1]
+
+
 class Memo:
     """At most `size` answers; `get` computes and keeps an answer it does not have. Callers must not mutate
     what they get back (it is shared)."""

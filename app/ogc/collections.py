@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import baselines, models
-from app.cache import data_epoch
+from app.cache import data_epoch, epoch_scope
 from app.errors import NotFound
 from app.scoring.profile import PILLARS
 
@@ -289,19 +289,13 @@ CHANGE_PROPS = [
 
 
 WORLD = [-180.0, -90.0, 180.0, 90.0]  # the extent of a collection without features
-_cache: dict[tuple[str, int], dict[Any, Any]] = {}  # (database, data epoch) -> registry and extents
 
 
 def _epoch_cache(conn: Connection) -> dict[Any, Any]:
     """What is cached for this database at its current data epoch. Every load that writes bumps the epoch
     (app.ingest.provenance.bump_epoch), so the catalogue and the extents are rebuilt once after a load, not
-    on every request; reading the epoch is one primary-key lookup."""
-    key = (conn.engine.url.render_as_string(hide_password=True), data_epoch(conn))
-    if key not in _cache:
-        for old in [k for k in _cache if k[0] == key[0]]:
-            del _cache[old]
-        _cache[key] = {}
-    return _cache[key]
+    on every request; the epoch is known in memory (app.cache.EpochWatch) or read by primary key."""
+    return epoch_scope(conn.engine, "ogc.collections", data_epoch(conn))
 
 
 def registry(conn: Connection) -> dict[str, Collection]:

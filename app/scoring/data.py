@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from app import __version__, indicators
-from app.cache import data_epoch
+from app.cache import data_epoch, epoch_scope
 from app.errors import InvalidParameter, InvalidProfile
 from app.ingest.layers import OUT_OF_RANGE, SMALL_SAMPLE
 from app.scoring import METHOD_VERSION
@@ -209,9 +208,6 @@ def _columns(rows: pd.DataFrame, units: pd.DataFrame, codes: list[str]) -> dict[
     }
 
 
-_EPOCHS: weakref.WeakKeyDictionary[Engine, tuple[str, dict[tuple[str, ...], Any]]] = (
-    weakref.WeakKeyDictionary()
-)
 _EPOCH_LOCK = threading.Lock()
 T = TypeVar("T")
 
@@ -220,17 +216,11 @@ def epoch_cached(conn: Connection, version: str, key: tuple[str, ...], build: Ca
     """`build()` once per engine, data version (``data_version``) and key, kept in this process: what only
     changes when the data changes (values, boundaries, contiguity) is not rebuilt per scenario. A new data
     version drops everything cached for the previous one. Callers must not modify what they get back."""
-    engine = conn.engine
+    held = epoch_scope(conn.engine, "scoring.data", version)
     with _EPOCH_LOCK:
-        held = _EPOCHS.get(engine)
-        if held is None or held[0] != version:
-            held = (version, {})
-            _EPOCHS[engine] = held
-        if key in held[1]:
-            return held[1][key]  # type: ignore[no-any-return]
+        if key in held:
+            return held[key]  # type: ignore[no-any-return]
     value = build()  # outside the lock: two requests may both build; the values are equal
     with _EPOCH_LOCK:
-        if _EPOCHS.get(engine) is held:
-            held[1].setdefault(key, value)
-            return held[1][key]  # type: ignore[no-any-return]
-    return value
+        # a dict a newer version has replaced meanwhile is no longer read: keeping the value there is harmless
+        return held.setdefault(key, value)  # type: ignore[no-any-return]

@@ -21,6 +21,7 @@ import pandas as pd
 import psycopg
 from sqlalchemy import Connection, Engine, text
 
+from app.cache import epoch_scope
 from app.db import transaction
 from app.errors import InvalidParameter, NotFound
 from app.scoring import data as scoring_data
@@ -353,19 +354,14 @@ def _vintage(d: scoring_data.ScoringData, profile: Profile) -> dict[str, list[st
     }
 
 
-_LOOKUPS: weakref.WeakKeyDictionary[Engine, tuple[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
-
-
 def _lookups(engine: Engine, version: str) -> dict[str, Any]:
     """What a run lookup can reuse while the data version stands: the boundary sets and the ids of bundled
     profiles' runs. Every load that writes bumps the epoch in the version, which is read on every lookup (one
     primary-key read), so nothing here outlives the data it describes; a planner read costs that read and
     its own query."""
-    cached = _LOOKUPS.get(engine)
-    if cached is None or cached[0] != version:
-        cached = (version, {"runs": {}})
-        _LOOKUPS[engine] = cached
-    return cached[1]
+    lookups = epoch_scope(engine, "scoring.lookups", version)
+    lookups.setdefault("runs", {})
+    return lookups
 
 
 def _find(conn: Connection, profile: Profile, version: str, set_ids: list[str]) -> int | None:
