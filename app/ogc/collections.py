@@ -71,6 +71,9 @@ class Collection:
     needs_run: bool = False
     set_id: str | None = None
     keywords: list[str] = field(default_factory=list)
+    # whether its features change only with the data epoch and the context (app.ogc.features keeps their
+    # id-and-properties text): not for `priority-changes`, whose baselines come and go without a new epoch
+    epoch_bound: bool = True
     _subqueries: dict[Context, Subquery] = field(default_factory=dict, repr=False, compare=False)
 
     def subquery(self, ctx: Context) -> Subquery:
@@ -350,6 +353,7 @@ def _registry(conn: Connection) -> dict[str, Collection]:
             CHANGE_PROPS,
             _priority_changes,
             needs_run=True,
+            epoch_bound=False,
         ),
     }
     for set_id, title in conn.execute(select(bs.c.id, bs.c.title).order_by(bs.c.id)).all():

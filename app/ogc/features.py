@@ -444,11 +444,53 @@ def items_json(conn: Connection, c: Collection, ctx: Context, params: Mapping[st
     and kept per collection, context and choice of properties, so the properties are not encoded again for
     every page (measured: a third of PostgreSQL's time for a page of 208 municipios). When the page was read
     at another data epoch than the heads (a load has just committed), the heads are dropped and the page is
-    read whole instead: a page never mixes two states of the data. The bytes are the same either way."""
+    read whole instead: a page never mixes two states of the data. The bytes are the same either way. A
+    collection whose features change without a new data epoch (`priority-changes`: baselines are made and
+    deleted at any time) is always read whole."""
     sub = c.subquery(ctx)
     q = parse(params, c, columns(sub, c), sub.c.geom)
     cond = and_(true(), *q.where)
     props = _props(c, q)
+
+    def read(
+        stmt: Select[Any], assemble: Callable[[tuple[Any, ...]], bytes] | None
+    ) -> Generator[tuple[int, bytes], None, None]:
+        stmt = stmt.where(cond).order_by(*q.order, sub.c.fid).limit(q.limit).offset(q.offset)
+        sql, args = _compiled(conn, stmt)
+        return _chunks(conn, sql, args, assemble)
+
+    if c.epoch_bound:
+        rest = _with_heads(conn, c, sub, ctx, q, props, read)
+    else:  # its features change without a new data epoch: read whole
+        rest = read(_feature_json(c, sub, q), None)
+    try:
+        first = next(rest, (0, b""))
+    except _Stale:
+        _forget_heads(conn, c, ctx, props)
+        rest = read(_feature_json(c, sub, q), None)
+        first = next(rest, (0, b""))
+    # _chunks yields a chunk short of CHUNK_BYTES only at the end
+    complete = first[0] == 0 or first[0] == q.limit or len(first[1]) < CHUNK_BYTES
+    if complete and next(rest, None) is not None:  # nothing more: this reads the end of the stream
+        raise RuntimeError("a complete page had more rows")
+
+    def count() -> int:
+        return int(conn.execute(select(func.count()).select_from(sub).where(cond)).scalar_one())
+
+    return ItemsPage(q, first, rest, complete, count)
+
+
+def _with_heads(
+    conn: Connection,
+    c: Collection,
+    sub: Any,
+    ctx: Context,
+    q: ItemsQuery,
+    props: tuple[tuple[str, str], ...],
+    read: Callable[[Select[Any], Callable[[tuple[Any, ...]], bytes] | None], Any],
+) -> Generator[tuple[int, bytes], None, None]:
+    """The page's chunks from its ids and geometries and the kept heads; `_Stale` from its first chunk when
+    the page was read at another data epoch than the heads."""
     heads = _heads(conn, c, sub, ctx, props)
     _, geom_sql = _feature_parts(
         sub.name,
@@ -466,34 +508,13 @@ def items_json(conn: Connection, c: Collection, ctx: Context, params: Mapping[st
             raise _Stale
         return b"".join((head, geometry, b"}"))
 
-    def read(
-        stmt: Select[Any], assemble: Callable[[tuple[Any, ...]], bytes] | None
-    ) -> Generator[tuple[int, bytes], None, None]:
-        stmt = stmt.where(cond).order_by(*q.order, sub.c.fid).limit(q.limit).offset(q.offset)
-        sql, args = _compiled(conn, stmt)
-        return _chunks(conn, sql, args, assemble)
-
     parts: tuple[ColumnElement[Any], ...] = (
         literal_column(_EPOCH_SQL),
         literal_column(f'"{sub.name}".fid::text'),
         literal_column(geom_sql, Text),
     )
-    rest = read(select(*parts).select_from(sub), feature)
-    try:
-        first = next(rest, (0, b""))
-    except _Stale:
-        _forget_heads(conn, c, ctx, props)
-        rest = read(_feature_json(c, sub, q), None)
-        first = next(rest, (0, b""))
-    # _chunks yields a chunk short of CHUNK_BYTES only at the end
-    complete = first[0] == 0 or first[0] == q.limit or len(first[1]) < CHUNK_BYTES
-    if complete and next(rest, None) is not None:  # nothing more: this reads the end of the stream
-        raise RuntimeError("a complete page had more rows")
-
-    def count() -> int:
-        return int(conn.execute(select(func.count()).select_from(sub).where(cond)).scalar_one())
-
-    return ItemsPage(q, first, rest, complete, count)
+    chunks: Generator[tuple[int, bytes], None, None] = read(select(*parts).select_from(sub), feature)
+    return chunks
 
 
 def item_json(
