@@ -413,12 +413,9 @@ def _heads(
         literal_column(f'"{sub.name}".fid::text'),
         literal_column(head, Text),
     )
-    stmt: Select[Any] = select(*cols).select_from(sub)
-    sql, args = _compiled(conn, stmt)
-    with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-        cur.adapters.register_loader("text", _Bytes)
-        rows = cur.execute(sql, args).fetchall()
-    by_fid = {fid: text_ for _, fid, text_ in rows}
+    # through SQLAlchemy (its errors, as every other query's): read once per epoch, the text is encoded here
+    rows = conn.execute(select(*cols).select_from(sub)).all()
+    by_fid = {str(fid).encode(): str(text_).encode() for _, fid, text_ in rows}
     size = sum(len(f) + len(t) + 120 for f, t in by_fid.items())  # 120: two bytes objects and a dict slot
     made = _Heads(rows[0][0] if rows else -1, by_fid, size)
     with _heads_lock:
