@@ -16,7 +16,6 @@ error (a domain error's own message, or a reference to the log for anything else
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -49,6 +48,8 @@ TASK = "compute_run"
 RETRY_STALLED = "retry_stalled_scenarios"  # each minute, by whichever worker defers it first
 MAINTENANCE = "scenarios-maintenance"  # its queue: its own jobs are kept an hour, not as long as scenarios'
 WORKER_RETRY_S = 5.0  # the in-process worker starts again this long after losing its database
+# how long the app's shutdown waits for the in-process worker: past procrastinate's 10 s for a running job
+WORKER_STOP_S = 15.0
 FINISH_POLL_S = 0.005  # between status reads once a job's task has returned in this process
 # A worker looks for jobs on each NOTIFY and, failing one, every WORKER_POLL_S. procrastinate 3.x clears its
 # new-job event after a fetch that found nothing, so a job deferred while that fetch ran (a scenario posted just
@@ -444,11 +445,21 @@ class InProcessWorker:
                 await asyncio.sleep(WORKER_RETRY_S)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Cancel the worker and wait for it, at most WORKER_STOP_S: procrastinate's worker has been seen
+        (rarely, in tests that stop an app just after starting it) never to end after a cancellation, and a
+        shutdown must not hang on it; it is then cancelled once more and, failing that, left behind."""
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=WORKER_STOP_S)
+        if not done:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            log.warning("job worker did not stop within %s s of its cancellation; left behind", WORKER_STOP_S)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("job worker ended with %r", task.exception())
 
 
 def run_worker(engine: Engine, settings: Settings, *, wait: bool = True) -> None:

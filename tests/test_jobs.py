@@ -258,3 +258,31 @@ def test_the_migrated_queue_schema_is_the_installed_procrastinates() -> None:
 
     copy = (PROJECT_ROOT / "migrations" / "procrastinate" / "schema-3.10.0.sql").read_text(encoding="utf-8")
     assert SchemaManager.get_schema() == copy
+
+
+def test_shutdown_does_not_hang_on_a_worker_that_ignores_its_cancellation(
+    db: tuple[Engine, Settings], monkeypatch: Any
+) -> None:
+    """procrastinate's worker was seen (rarely) never to end after the app cancelled it, and the app's shutdown
+    hung on it. A worker that turns its first cancellation into a wait that never ends (as procrastinate
+    does: it stops its loop and waits for it) is cancelled once more after a bound (WORKER_STOP_S), and the app stops."""
+
+    async def stuck(self: jobs.InProcessWorker) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.Event().wait()  # its loop, which never ends
+
+    monkeypatch.setattr(jobs.InProcessWorker, "_run", stuck)
+    monkeypatch.setattr(jobs, "WORKER_STOP_S", 0.2)
+    stopped = threading.Event()
+
+    def serve() -> None:
+        with _client(db) as c:
+            assert c.get("/health").status_code == 200
+        stopped.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert stopped.is_set(), "the app's shutdown hung on its job worker"
