@@ -16,10 +16,13 @@ class ORJSONResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
+GEOJSON = "application/geo+json"
+
+
 class GeoJSONResponse(ORJSONResponse):
     """application/geo+json."""
 
-    media_type = "application/geo+json"  # GEOJSON
+    media_type = GEOJSON
 
 
 class ErrorBody(BaseModel):
@@ -48,7 +51,6 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 COMMON_ERRORS = errors(400, 404, 422, 429, 503)
 
 
-GEOJSON = "application/geo+json"
 _COMPONENT = "#/components/schemas/{model}"  # where FastAPI puts the response models' schemas
 
 

@@ -344,9 +344,8 @@ def _explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
     idx = np.flatnonzero(candidate)
     with np.errstate(invalid="ignore", divide="ignore"):
         dist = np.sqrt(total[idx] / common[idx])
-    nearest = idx[np.argsort(dist, kind="stable")[:5]]  # stable: equal distances stay in P-code order
-    for i in nearest:
-        o = peers.rows[i]
+    for j in np.argsort(dist, kind="stable")[:5]:  # stable: equal distances stay in P-code order
+        o = peers.rows[idx[j]]
         out["similar"].append(
             {
                 "pcode": o.pcode,
@@ -354,7 +353,7 @@ def _explain(conn: Connection, run: int, pcode: str) -> dict[str, Any]:
                 "score": _round(o.score),
                 "rank": o.rank,
                 "pillar": o.pillar,
-                "distance": _round(math.sqrt(total[i] / common[i])),
+                "distance": _round(float(dist[j])),
             }
         )
     return out
